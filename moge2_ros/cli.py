@@ -15,6 +15,7 @@ unexpected errors. Heavy modules (torch, the model) are imported only by the sub
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import re
@@ -31,6 +32,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from moge2_ros.io.intrinsics import CameraIntrinsics
 
 PROG = "moge2-ros"
+
+# Modules that add subcommands: each has ``add_parsers(sub)`` (``sub`` from ``add_subparsers``) that registers its
+# parsers with ``set_defaults(handler=...)``. They must import nothing heavy at module level (torch, onnx, rosbags
+# are imported inside the handlers), so ``moge2-ros --help`` stays fast.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 
@@ -194,6 +200,8 @@ def build_parser() -> _Parser:
                       help="token budget level (default 0: fastest, for CPUs)")
     demo.add_argument("--log-dir", type=Path, metavar="DIR", help="where the processes' logs go (default: a temp dir)")
     demo.set_defaults(handler=cmd_demo)
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).add_parsers(sub)
     return parser
 
 

@@ -26,3 +26,7 @@ class InputError(Moge2RosError, ValueError):
 
 class GeometryError(Moge2RosError, ValueError):
     """A geometry function received inconsistent shapes or values."""
+
+
+class DatasetError(Moge2RosError, ValueError):
+    """A dataset (folder, rosbag, generator config) is malformed; the message names the bad file or field."""

@@ -26,7 +26,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 TORCH_PIP_ARGS="${MOGE2_TORCH_PIP_ARGS:-torch==2.13.0}"
-EXTRAS="${MOGE2_EXTRAS:-test,hub,exr}"
+EXTRAS="${MOGE2_EXTRAS:-test,hub,exr,onnx,bags,train,refine,report}"
 # ROS 2 Jazzy from pip wheels (see ../shared/notes/ROS_PIP.md): pinned through the ros-jazzy-* meta-packages.
 ROS_WHEELS='ros-jazzy-rclpy[fastrtps] ros-jazzy-sensor-msgs ros-jazzy-std-msgs ros-jazzy-diagnostic-msgs'
 USE_ROS="${MOGE2_ROS:-1}"

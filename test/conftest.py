@@ -29,6 +29,19 @@ def reference_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def sevenscenes_dir() -> Path:
+    """``<repo>/../shared/data/sevenscenes-redkitchen``: 300 real Kinect RGB-D frames (research licence: read in
+    place, never copied into the repository).  Missing data fails the test on CI and skips it elsewhere."""
+    path = (REPO.parent / "shared" / "data" / "sevenscenes-redkitchen").resolve()
+    if not path.is_dir():
+        message = f"7-Scenes data not found at {path} (expected <repo>/../shared/data/sevenscenes-redkitchen)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``@pytest.mark.gpu`` tests when no CUDA device is available."""
     if torch.cuda.is_available():
