@@ -94,7 +94,20 @@ fi
 build_ros_msgs() {
     if [ "$USE_ROS" != 0 ]; then
         bash "$ROOT/scripts/build_msgs.sh"
+        colcon_tools
     fi
+}
+# colcon lives in its own small venv (.venv-colcon): installed into .venv it would downgrade setuptools there.
+# The tests use it to check that a Jazzy workspace discovers and builds both packages (test_msgs_build.py).
+colcon_tools() {
+    local tools="$ROOT/.venv-colcon"
+    if [ -x "$tools/bin/colcon" ] || command -v colcon >/dev/null 2>&1; then
+        return 0  # already there, or a system ROS install brings its own colcon
+    fi
+    log "installing colcon into $tools (pip install colcon-common-extensions)"
+    "$(find_python)" -m venv "$tools" || die "cannot create $tools"
+    touch "$tools/COLCON_IGNORE"
+    "$tools/bin/python" -m pip install --quiet colcon-common-extensions || die "pip install colcon-common-extensions failed"
 }
 # ---- end ROS 2 ----
 
