@@ -83,12 +83,13 @@ def recover_geometry(
         intrinsics = focal_to_normalized_intrinsics(focal, aspect_ratio)
 
     z = points[..., 2] + shift[:, None, None]
-    points = torch.cat([points[..., :2], z[..., None]], dim=-1)
     if mask is not None:
         mask = mask & (z > 0)
     depth = z
-    if force_projection:
+    if force_projection:  # x and y come from depth and intrinsics: the shifted affine x, y are never needed
         points = depth_to_points(depth, intrinsics)
+    else:
+        points = torch.cat([points[..., :2], z[..., None]], dim=-1)
     if metric_scale is not None:
         points = points * metric_scale[:, None, None, None]
         depth = depth * metric_scale[:, None, None]

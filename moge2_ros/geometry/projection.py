@@ -45,16 +45,24 @@ def depth_to_points(depth: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tens
     height, width = depth.shape[-2:]
     k = intrinsics.to(device=depth.device, dtype=depth.dtype)
     fx, fy, cx, cy, skew = _intrinsics_params(k, 2)
-    grid = pixel_center_grid(width, height, dtype=depth.dtype, device=depth.device)
-    b = (grid[..., 1] - cy) / fy
-    a = (grid[..., 0] - cx - skew * b) / fx
+    # Separable pixel-centre coordinates (same values as pixel_center_grid): u varies along W, v along H.
+    u = (torch.arange(width, dtype=depth.dtype, device=depth.device) + 0.5) / width
+    v = ((torch.arange(height, dtype=depth.dtype, device=depth.device) + 0.5) / height)[:, None]
+    b = (v - cy) / fy
+    a = (u - cx - skew * b) / fx
     try:
-        return torch.stack(torch.broadcast_tensors(a * depth, b * depth, depth), dim=-1)
+        batch = torch.broadcast_shapes(depth.shape, a.shape, b.shape)
     except RuntimeError:
         raise GeometryError(
             f"depth_to_points: batch dims of depth {tuple(depth.shape[:-2])} and intrinsics "
             f"{tuple(intrinsics.shape[:-2])} do not broadcast"
         ) from None
+    # Write the three coordinates straight into one (..., H, W, 3) buffer (no stack of three temporaries).
+    out = torch.empty((*batch, 3), dtype=depth.dtype, device=depth.device)
+    torch.mul(a, depth, out=out[..., 0])
+    torch.mul(b, depth, out=out[..., 1])
+    out[..., 2] = depth
+    return out
 
 
 def points_to_depth(points: torch.Tensor) -> torch.Tensor:

@@ -214,11 +214,13 @@ class Predictor:
         if normal is None and self.estimate_normals:
             normal, normal_valid = normals_from_points(geo.points, mask)
             normal = torch.where(normal_valid[..., None], normal, torch.nan)
-        nan = torch.tensor(torch.nan, device=self.device)
-        points = torch.where(mask[..., None], geo.points, nan)
-        depth = torch.where(mask, geo.depth, nan)
+        # recover_geometry returns fresh tensors (never views of ``raw``), so invalid pixels are set in place;
+        # a normal map from the network is a view of ``raw`` and is masked out of place.
+        invalid = ~mask
+        points = geo.points.masked_fill_(invalid[..., None], torch.nan)
+        depth = geo.depth.masked_fill_(invalid, torch.nan)
         if normal is not None:
-            normal = torch.where(mask[..., None], normal, nan)
+            normal = normal.masked_fill(invalid[..., None], torch.nan)
         fov_x_rad, fov_y_rad = intrinsics_to_fov(geo.intrinsics)
         return Geometry(
             points=points,
