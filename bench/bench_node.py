@@ -254,6 +254,15 @@ def soak_table(r: dict[str, Any], warmup_s: float = 5.0) -> str:
                   f"| node RSS at the end | {rss[-1][1]:.0f} MB |",
                   f"| node RSS max | {max(m for _, m in rss):.0f} MB |",
                   f"| growth | {growth:+.1f} MB ({growth / minutes:+.1f} MB/min) |"]
+        half = r["seconds"] / 2.0
+        second_half = [(t, m) for t, m in rss if t >= half]
+        if len(second_half) >= 2:
+            lines.append(f"| growth over the second half ({half:.0f}-{r['seconds']:.0f} s) | "
+                         f"{second_half[-1][1] - second_half[0][1]:+.1f} MB |")
+        marks = [m for t, m in rss if t >= 60.0]
+        per_minute = [next(m for t, m in rss if t >= 60.0 * k) for k in range(1, int(rss[-1][0] // 60) + 1)] if marks else []
+        if per_minute:
+            lines.append("| RSS at each full minute | " + " / ".join(f"{m:.0f}" for m in per_minute) + " MB |")
     if first and last:
         lines.append(f"| latency p50 first 10 s / last 10 s | {1e3 * np.median(first):.0f} / {1e3 * np.median(last):.0f} ms |")
     return "\n".join(lines)
@@ -263,7 +272,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model source (default: the untrained demo model, built in a temp dir)")
     parser.add_argument("--tokens", type=int, default=1200, help="ViT token budget (default 1200)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per stage (default 20)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per stage (default 20; 0 = skip the stage table)")
     parser.add_argument("--e2e-seconds", type=float, default=20.0, help="end-to-end run length (default 20; 0 = skip)")
     parser.add_argument("--e2e-rate", type=float, default=10.0, help="end-to-end input rate in Hz (default 10)")
     parser.add_argument("--soak-seconds", type=float, default=60.0, help="soak length (default 60; 0 = skip)")
@@ -282,8 +291,9 @@ def main() -> int:
         print(f"Machine: {machine_line()}  ")
         print(f"Model: {'untrained demo model (MoGe2Config.tiny)' if not args.model else args.model}, "
               f"{args.tokens} tokens, CPU fp32, edge filter on\n")
-        print("## Per-stage cost of one frame (in-process)\n")
-        print(stage_table(model, args.tokens, sizes, args.repeats) + "\n")
+        if args.repeats > 0:
+            print("## Per-stage cost of one frame (in-process)\n")
+            print(stage_table(model, args.tokens, sizes, args.repeats) + "\n")
         if args.e2e_seconds > 0:
             log("end-to-end run")
             e2e = stream(model, args.tokens, 640, 480, args.e2e_rate, args.e2e_seconds, False, tmp)
