@@ -21,6 +21,10 @@ Conventions:
       bytes-like object into its ``array('B')`` with one ``memcpy``, while a numpy array is converted element
       by element, ~100x slower.
 
+The byte layouts themselves live in :mod:`moge2_ros.io.msg_codec` (ROS-free, shared with the rosbag2 tools of
+:mod:`moge2_ros.bags`); this module only checks the rclpy message types and copies the codec's fields into (or out
+of) rclpy messages.
+
 Errors:
     Every bad input (message or array) raises :class:`ConversionError` with a message that states what was
     expected and what was found. Sizes, steps and buffer lengths are checked before any byte is read, so a
@@ -29,18 +33,15 @@ Errors:
 
 from __future__ import annotations
 
-import io
-import re
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
 
-from moge2_ros.errors import InputError
-from moge2_ros.io.writers import colorize_depth, depth_to_mm_uint16
+from moge2_ros.io import msg_codec as codec
+from moge2_ros.io.msg_codec import DEFAULT_MAX_PIXELS, DEPTH_ENCODINGS, IMAGE_ENCODINGS, ConversionError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -60,25 +61,8 @@ __all__ = [
     "rgb_to_image",
 ]
 
-#: Largest accepted input image in pixels (the Predictor's default limit): protects the process from absurd
-#: allocations requested by a malformed or hostile message.
-DEFAULT_MAX_PIXELS: Final[int] = 40_000_000
-
-#: Encodings of published depth images (REP 118): float metres or uint16 millimetres (0 = invalid).
-DEPTH_ENCODINGS: Final[tuple[str, ...]] = ("32FC1", "16UC1")
-
-
-class ConversionError(InputError):
-    """A ROS message or an array cannot be converted (bad encoding, size, step, data, intrinsics, ...)."""
-
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters (error messages quote untrusted values)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _require_type(value: Any, cls: type, what: str) -> None:
@@ -92,151 +76,20 @@ def _require_header(header: Any) -> Header:
     return header
 
 
-def _as_int(value: Any, what: str) -> int:
-    """An integer message field or argument as a Python int (bools and floats are rejected)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ConversionError(f"{what}: expected an integer, found {type(value).__name__} {_short(value)}")
-    return int(value)
-
-
-def _positive_int(value: Any, what: str) -> int:
-    number = _as_int(value, what)
-    if number <= 0:
-        raise ConversionError(f"{what}: expected an integer > 0, found {number}")
-    return number
-
-
-def _as_str(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise ConversionError(f"{what}: expected a str, found {type(value).__name__} {_short(value)}")
-    return value
-
-
-def _byte_buffer(data: Any, what: str) -> npt.NDArray[np.uint8]:
-    """Zero-copy ``(N,)`` uint8 view of a message's ``uint8[]`` field (``array('B')``, ``bytes``, ...)."""
-    try:
-        return np.frombuffer(data, dtype=np.uint8)
-    except (TypeError, ValueError, BufferError) as exc:
-        raise ConversionError(
-            f"{what}: expected a contiguous bytes-like buffer (array('B') or bytes), found {type(data).__name__}"
-        ) from exc
-
-
-def _check_image_size(width: int, height: int, max_pixels: int, what: str) -> None:
-    if width <= 0 or height <= 0:
-        raise ConversionError(f"{what}: expected width > 0 and height > 0, found {width}x{height}")
-    if width * height > max_pixels:
-        raise ConversionError(
-            f"{what}: expected at most max_pixels = {max_pixels} pixels, found {width}x{height} = {width * height}"
-        )
-
-
-def _as_array(value: Any, what: str) -> np.ndarray:
-    if not isinstance(value, np.ndarray):
-        raise ConversionError(f"{what}: expected a numpy.ndarray, found {type(value).__name__}")
-    return value
-
-
-def _float_map(value: Any, what: str, channels: int | None) -> np.ndarray:
-    """Require a floating ``(H, W)`` (``channels`` None) or ``(H, W, channels)`` array with H, W > 0."""
-    array = _as_array(value, what)
-    expected = "(H, W)" if channels is None else f"(H, W, {channels})"
-    ndim = 2 if channels is None else 3
-    if array.ndim != ndim or (channels is not None and array.shape[2] != channels):
-        raise ConversionError(f"{what}: expected shape {expected}, found {array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ConversionError(f"{what}: expected H > 0 and W > 0, found shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ConversionError(f"{what}: expected a floating point array (metres), found dtype {array.dtype}")
-    return array
-
-
-def _pack_image(header: Header, pixels: np.ndarray, encoding: str) -> Image:
-    """Image message holding ``pixels`` ``(H, W[, C])`` (little-endian dtype) as unpadded rows."""
-    height, width = pixels.shape[:2]
+def _image_msg(header: Header, fields: codec.ImageFields) -> Image:
+    """Image message with ``header`` and the codec's fields."""
     msg = Image()
     msg.header = header
-    msg.height = height
-    msg.width = width
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = width * (pixels.itemsize * (pixels.shape[2] if pixels.ndim == 3 else 1))
-    msg.data = pixels.tobytes()  # C order whatever the strides; bytes: rclpy copies it in one memcpy
+    msg.height = fields.height
+    msg.width = fields.width
+    msg.encoding = fields.encoding
+    msg.is_bigendian = fields.is_bigendian
+    msg.step = fields.step
+    msg.data = fields.data
     return msg
 
 
-def _finite3(array: np.ndarray) -> npt.NDArray[np.bool_]:
-    """``(...)`` bool: all 3 components of ``(..., 3)`` finite (component-wise: ``.all(axis=-1)`` is ~30x slower)."""
-    finite = np.isfinite(array[..., 0])
-    finite &= np.isfinite(array[..., 1])
-    finite &= np.isfinite(array[..., 2])
-    return finite
-
-
-def _valid_depth(depth: np.ndarray) -> npt.NDArray[np.bool_]:
-    """``(H, W)`` bool: finite and > 0 (NaN, +-Inf, 0 and negative depths are invalid)."""
-    return (depth > 0) & (depth < np.inf)
-
-
 # ------------------------------------------------------------------------------------------------ input images
-
-
-@dataclass(frozen=True)
-class _Encoding:
-    """Layout of a supported input encoding."""
-
-    name: str  # canonical ROS name (sensor_msgs/image_encodings.hpp)
-    channels: int  # values per pixel
-    itemsize: int  # bytes per value
-    bgr: bool  # colour order B, G, R (rather than R, G, B)
-
-
-_CANONICAL_ENCODINGS: Final[dict[str, _Encoding]] = {
-    e.name: e
-    for e in (
-        _Encoding("rgb8", 3, 1, False),
-        _Encoding("bgr8", 3, 1, True),
-        _Encoding("rgba8", 4, 1, False),
-        _Encoding("bgra8", 4, 1, True),
-        _Encoding("mono8", 1, 1, False),
-        _Encoding("mono16", 1, 2, False),
-    )
-}
-#: OpenCV-style aliases: 8UC3 is OpenCV's (and cv_bridge's) BGR; 8UC1 / 16UC1 are grey.
-_ALIASES: Final[dict[str, str]] = {"8UC3": "bgr8", "8UC1": "mono8", "16UC1": "mono16"}
-_ENCODING_LOOKUP: Final[dict[str, _Encoding]] = {
-    **{name.lower(): enc for name, enc in _CANONICAL_ENCODINGS.items()},
-    **{alias.lower(): _CANONICAL_ENCODINGS[target] for alias, target in _ALIASES.items()},
-}
-
-#: Input encodings accepted by :func:`image_to_rgb` (case-insensitive).
-IMAGE_ENCODINGS: Final[tuple[str, ...]] = (*_CANONICAL_ENCODINGS, *_ALIASES)
-
-
-def _image_buffer(
-    msg: Image, what: str, label: str, bytes_per_pixel: int, max_pixels: int
-) -> tuple[int, int, int, npt.NDArray[np.uint8]]:
-    """Validate an Image's geometry before touching its bytes: ``(width, height, step, data)``.
-
-    Checks ``0 < width * height <= max_pixels``, ``step >= width * bytes_per_pixel`` and
-    ``len(data) >= step * height`` (``what`` prefixes the field names, ``label`` names the encoding).
-    """
-    width = _as_int(msg.width, f"{what}.width")
-    height = _as_int(msg.height, f"{what}.height")
-    _check_image_size(width, height, max_pixels, f"{what} ({label})")
-    step = _as_int(msg.step, f"{what}.step")
-    if step < width * bytes_per_pixel:
-        raise ConversionError(
-            f"{what}.step: expected >= width * bytes_per_pixel = {width} * {bytes_per_pixel} = "
-            f"{width * bytes_per_pixel} for {label}, found {step}"
-        )
-    raw = _byte_buffer(msg.data, f"{what}.data")
-    if raw.size < step * height:
-        raise ConversionError(
-            f"{what}.data: expected at least step * height = {step} * {height} = {step * height} bytes, "
-            f"found {raw.size}"
-        )
-    return width, height, step, raw
 
 
 def image_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -262,29 +115,7 @@ def image_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
         ConversionError: unsupported encoding, bad size, step or data length, non-buffer data.
     """
     _require_type(msg, Image, "image")
-    max_pixels = _positive_int(max_pixels, "max_pixels")
-    name = _as_str(msg.encoding, "image.encoding")
-    spec = _ENCODING_LOOKUP.get(name.strip().lower())
-    if spec is None:
-        raise ConversionError(
-            f"image.encoding: expected one of {', '.join(IMAGE_ENCODINGS)}, found {_short(name)}"
-        )
-    width, height, step, raw = _image_buffer(msg, "image", spec.name, spec.channels * spec.itemsize, max_pixels)
-
-    if spec.itemsize == 1:
-        pixels = np.ndarray((height, width, spec.channels), np.uint8, raw, 0, (step, spec.channels, 1))
-        pixels.flags.writeable = False  # a view of the message: never write through it
-        if spec.channels == 1:
-            return np.broadcast_to(pixels, (height, width, 3))
-        return pixels[..., 2::-1] if spec.bgr else pixels[..., 0:3]
-
-    is_bigendian = msg.is_bigendian
-    if not isinstance(is_bigendian, (int, np.integer)):  # bool is an int
-        raise ConversionError(f"image.is_bigendian: expected 0 or 1, found {_short(is_bigendian)}")
-    dtype = np.dtype(">u2" if is_bigendian else "<u2")
-    grey = np.ndarray((height, width), dtype, raw, 0, (step, 2))
-    scaled = grey.astype(np.float32) / np.float32(65535.0)  # exact for 0 and 65535
-    return np.broadcast_to(scaled[..., None], (height, width, 3))
+    return codec.decode_image_rgb(msg, max_pixels)
 
 
 def image_to_float(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.float32]:
@@ -305,57 +136,7 @@ def image_to_float(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDAr
         ConversionError: other encoding, bad size, step or data length.
     """
     _require_type(msg, Image, "depth image")
-    max_pixels = _positive_int(max_pixels, "max_pixels")
-    encoding = _as_str(msg.encoding, "depth image.encoding")
-    if encoding not in DEPTH_ENCODINGS:
-        raise ConversionError(
-            f"depth image.encoding: expected one of {', '.join(DEPTH_ENCODINGS)}, found {_short(encoding)}"
-        )
-    width, height, step, raw = _image_buffer(msg, "depth image", encoding, 4 if encoding == "32FC1" else 2, max_pixels)
-    is_bigendian = msg.is_bigendian
-    if not isinstance(is_bigendian, (int, np.integer)):
-        raise ConversionError(f"depth image.is_bigendian: expected 0 or 1, found {_short(is_bigendian)}")
-    order = ">" if is_bigendian else "<"
-    if encoding == "32FC1":
-        values = np.ndarray((height, width), np.dtype(order + "f4"), raw, 0, (step, 4))
-        return values.astype(np.float32)  # native order, contiguous copy
-    millimetres = np.ndarray((height, width), np.dtype(order + "u2"), raw, 0, (step, 2))
-    metres = millimetres.astype(np.float32) / np.float32(1000.0)
-    metres[millimetres == 0] = np.nan
-    return metres
-
-
-# Pillow modes of 16-bit greyscale PNGs.
-_PIL_GREY16_MODES: Final[frozenset[str]] = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
-_CODEC_PATTERN: Final[re.Pattern[str]] = re.compile(r"(?<![a-z0-9])(jpe?g|png)(?![a-z0-9])")
-
-
-def _check_compressed_format(fmt: str) -> None:
-    """Accept ``""``, ``"jpeg"``, ``"png"`` and compressed_image_transport's ``"<enc>; <codec> compressed <enc>"``."""
-    lowered = fmt.strip().lower()
-    if "compresseddepth" in lowered:
-        raise ConversionError(
-            f"compressed image.format: expected a colour image (jpeg or png), found {_short(fmt)}: "
-            "compressedDepth carries a depth image, subscribe to the colour image instead"
-        )
-    codec_part = lowered.split(";", 1)[1] if ";" in lowered else lowered
-    if lowered and _CODEC_PATTERN.search(codec_part) is None:
-        raise ConversionError(
-            f"compressed image.format: expected 'jpeg', 'png' or '<encoding>; jpeg|png compressed <encoding>', "
-            f"found {_short(fmt)}"
-        )
-
-
-def _pil_to_rgb(image: Any) -> np.ndarray:
-    """Fully decode an opened Pillow image to C-contiguous ``(H, W, 3)`` uint8 RGB."""
-    image.load()
-    if image.mode in _PIL_GREY16_MODES:  # 16-bit grey PNG: scale 0..65535 to 0..255 (convert() would clip)
-        grey = np.clip(np.asarray(image), 0, 65535)
-        grey8 = np.round(grey / 257.0).astype(np.uint8)
-        return np.repeat(grey8[..., None], 3, axis=2)
-    if image.mode != "RGB":
-        image = image.convert("RGB")  # L, LA, P, RGBA (alpha dropped), CMYK, 1, ...
-    return np.asarray(image, dtype=np.uint8)
+    return codec.decode_depth(msg, max_pixels)
 
 
 def compressed_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -380,74 +161,10 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS
         ConversionError: empty, corrupt, truncated or non-JPEG/PNG data; unsupported format; too large.
     """
     _require_type(msg, CompressedImage, "compressed image")
-    max_pixels = _positive_int(max_pixels, "max_pixels")
-    fmt = _as_str(msg.format, "compressed image.format")
-    _check_compressed_format(fmt)
-    raw = _byte_buffer(msg.data, "compressed image.data")
-    if raw.size == 0:
-        raise ConversionError("compressed image.data: expected JPEG or PNG bytes, found 0 bytes")
-
-    from PIL import Image as PILImage  # lazy: only nodes subscribed to compressed images pay for Pillow
-
-    what = f"compressed image ({_short(fmt, 40)}, {raw.size} bytes)"
-    # The decoder's failures on hostile bytes are not part of any API: Pillow raises UnidentifiedImageError,
-    # OSError, SyntaxError, ValueError, struct.error, EOFError, DecompressionBombError, ... The try blocks
-    # below only wrap Pillow calls, so no bug of ours is hidden.
-    try:
-        opened = PILImage.open(io.BytesIO(raw), formats=("JPEG", "PNG"))
-    except PILImage.DecompressionBombError as exc:  # Pillow's own limit, checked while reading the header
-        raise ConversionError(
-            f"{what}: expected at most max_pixels = {max_pixels} pixels, found a decompression bomb ({exc})"
-        ) from exc
-    except PILImage.UnidentifiedImageError as exc:
-        raise ConversionError(
-            f"{what}: expected JPEG or PNG data, found data starting with {raw[:8].tobytes()!r}"
-        ) from exc
-    except Exception as exc:  # noqa: BLE001
-        raise ConversionError(f"{what}: expected JPEG or PNG data, found an unreadable header ({exc})") from exc
-    with opened as image:
-        width, height = image.size  # from the header only: nothing decoded yet
-        _check_image_size(width, height, max_pixels, what)
-        try:
-            rgb = _pil_to_rgb(image)
-        except Exception as exc:  # noqa: BLE001
-            raise ConversionError(
-                f"{what}: expected a complete {image.format} image of {width}x{height}, found corrupt or "
-                f"truncated data ({exc})"
-            ) from exc
-    if rgb.shape != (height, width, 3):
-        raise ConversionError(f"{what}: expected decoded shape {(height, width, 3)}, found {rgb.shape}")
-    return rgb
+    return codec.decode_compressed_rgb(msg, max_pixels)
 
 
 # ------------------------------------------------------------------------------------------------ intrinsics
-
-
-def _k_matrix(values: Any, what: str) -> npt.NDArray[np.float64]:
-    """Validate 9 values (row-major) as a pinhole K: finite, fx, fy > 0, zero skew, rows 2-3 = (0 fy cy), (0 0 1)."""
-    try:
-        k = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ConversionError(f"{what}: expected 9 numbers, found {type(values).__name__}") from exc
-    if k.size != 9:
-        raise ConversionError(f"{what}: expected 9 values (row-major 3x3), found {k.size}")
-    k = k.reshape(3, 3)
-    if not np.isfinite(k).all():
-        raise ConversionError(f"{what}: expected finite values, found {k.ravel().tolist()}")
-    fx, fy = k[0, 0], k[1, 1]
-    if not (fx > 0 and fy > 0):
-        raise ConversionError(
-            f"{what}: expected fx = K[0] > 0 and fy = K[4] > 0 (pixels), found fx = {fx:g}, fy = {fy:g} "
-            "(an uncalibrated camera publishes zeros)"
-        )
-    if k[0, 1] != 0:
-        raise ConversionError(f"{what}: expected zero skew K[1] = 0, found {k[0, 1]:g}")
-    if k[1, 0] != 0 or k[2, 0] != 0 or k[2, 1] != 0 or k[2, 2] != 1:
-        raise ConversionError(
-            f"{what}: expected K[3] = 0 and last row (0, 0, 1), found K[3] = {k[1, 0]:g}, "
-            f"last row ({k[2, 0]:g}, {k[2, 1]:g}, {k[2, 2]:g})"
-        )
-    return k
 
 
 def camera_info_to_k(msg: CameraInfo, width: int, height: int) -> npt.NDArray[np.float64]:
@@ -470,30 +187,8 @@ def camera_info_to_k(msg: CameraInfo, width: int, height: int) -> npt.NDArray[np
             binning or ROI set.
     """
     _require_type(msg, CameraInfo, "camera_info")
-    width = _positive_int(width, "image width")
-    height = _positive_int(height, "image height")
-    info_w = _as_int(msg.width, "camera_info.width")
-    info_h = _as_int(msg.height, "camera_info.height")
-    if (info_w, info_h) != (0, 0) and (info_w, info_h) != (width, height):
-        raise ConversionError(
-            f"camera_info: expected the size of the image {width}x{height} (or 0x0), found {info_w}x{info_h}"
-        )
-    bin_x = _as_int(msg.binning_x, "camera_info.binning_x")
-    bin_y = _as_int(msg.binning_y, "camera_info.binning_y")
-    if bin_x > 1 or bin_y > 1:
-        raise ConversionError(
-            f"camera_info: expected no binning (binning_x, binning_y in {{0, 1}}), found {bin_x}x{bin_y}; "
-            "binned images are not supported yet"
-        )
-    roi = msg.roi
-    _require_type(roi, RegionOfInterest, "camera_info.roi")
-    box = tuple(_as_int(getattr(roi, f), f"camera_info.roi.{f}") for f in ("x_offset", "y_offset", "width", "height"))
-    if box not in ((0, 0, 0, 0), (0, 0, width, height)):
-        raise ConversionError(
-            f"camera_info: expected no region of interest (all zero or the full image), found x_offset={box[0]}, "
-            f"y_offset={box[1]}, width={box[2]}, height={box[3]}; ROI images are not supported yet"
-        )
-    return _k_matrix(msg.k, "camera_info.k")
+    _require_type(msg.roi, RegionOfInterest, "camera_info.roi")
+    return codec.check_camera_info(msg, width, height)
 
 
 def make_camera_info(header: Header, k: np.ndarray, width: int, height: int) -> CameraInfo:
@@ -511,23 +206,16 @@ def make_camera_info(header: Header, k: np.ndarray, width: int, height: int) -> 
         ConversionError: bad header, K or size.
     """
     _require_header(header)
-    k_array = _as_array(k, "k")
-    if k_array.shape != (3, 3):
-        raise ConversionError(f"k: expected shape (3, 3), found {k_array.shape}")
-    k_checked = _k_matrix(k_array, "k")
-    width = _positive_int(width, "width")
-    height = _positive_int(height, "height")
-    projection = np.zeros((3, 4), dtype=np.float64)
-    projection[:, :3] = k_checked
+    fields = codec.encode_camera_info(k, width, height)
     msg = CameraInfo()
     msg.header = header
-    msg.height = height
-    msg.width = width
-    msg.distortion_model = "plumb_bob"
-    msg.d = [0.0] * 5
-    msg.k = k_checked.ravel()
-    msg.r = np.eye(3, dtype=np.float64).ravel()
-    msg.p = projection.ravel()
+    msg.height = fields.height
+    msg.width = fields.width
+    msg.distortion_model = fields.distortion_model
+    msg.d = fields.d.tolist()
+    msg.k = fields.k
+    msg.r = fields.r
+    msg.p = fields.p
     msg.binning_x = 0
     msg.binning_y = 0
     msg.roi = RegionOfInterest()
@@ -555,18 +243,7 @@ def depth_to_image(header: Header, depth: np.ndarray, encoding: str = "32FC1", i
         ConversionError: bad header, shape, dtype, encoding or ``invalid``.
     """
     _require_header(header)
-    depth = _float_map(depth, "depth", channels=None)
-    if encoding not in DEPTH_ENCODINGS:
-        raise ConversionError(f"depth encoding: expected one of {', '.join(DEPTH_ENCODINGS)}, found {_short(encoding)}")
-    if invalid not in ("nan", "inf"):
-        raise ConversionError(f"invalid: expected 'nan' or 'inf', found {_short(invalid)}")
-    if encoding == "32FC1":
-        with np.errstate(over="ignore"):  # float64 beyond the float32 range becomes inf, hence invalid
-            metres = depth.astype(np.float32, copy=False)
-        fill = np.float32(np.nan if invalid == "nan" else np.inf)
-        pixels = np.where(_valid_depth(metres), metres, fill).astype("<f4", copy=False)
-        return _pack_image(header, pixels, "32FC1")
-    return _pack_image(header, depth_to_mm_uint16(depth).astype("<u2", copy=False), "16UC1")
+    return _image_msg(header, codec.encode_depth(depth, encoding, invalid))
 
 
 def mask_to_image(header: Header, mask: np.ndarray) -> Image:
@@ -580,13 +257,7 @@ def mask_to_image(header: Header, mask: np.ndarray) -> Image:
         ConversionError: bad header, shape or dtype.
     """
     _require_header(header)
-    mask = _as_array(mask, "mask")
-    if mask.ndim != 2 or mask.shape[0] == 0 or mask.shape[1] == 0:
-        raise ConversionError(f"mask: expected shape (H, W) with H, W > 0, found {mask.shape}")
-    if mask.dtype != np.bool_:
-        raise ConversionError(f"mask: expected dtype bool, found {mask.dtype}")
-    pixels = mask.view(np.uint8) * np.uint8(255)  # bool is stored as 0 / 1
-    return _pack_image(header, pixels, "mono8")
+    return _image_msg(header, codec.encode_mask(mask))
 
 
 def normals_to_image(header: Header, normal: np.ndarray) -> Image:
@@ -600,13 +271,7 @@ def normals_to_image(header: Header, normal: np.ndarray) -> Image:
         ConversionError: bad header, shape or dtype.
     """
     _require_header(header)
-    normal = _float_map(normal, "normal", channels=3)
-    with np.errstate(over="ignore"):  # float64 beyond the float32 range becomes inf, hence invalid
-        pixels = normal.astype("<f4")  # always a copy: invalid pixels are written below
-    bad = ~_finite3(pixels)
-    if bad.any():
-        pixels[bad] = np.nan
-    return _pack_image(header, pixels, "32FC3")
+    return _image_msg(header, codec.encode_normals(normal))
 
 
 def rgb_to_image(header: Header, rgb: np.ndarray, encoding: str = "rgb8") -> Image:
@@ -621,12 +286,7 @@ def rgb_to_image(header: Header, rgb: np.ndarray, encoding: str = "rgb8") -> Ima
         ConversionError: bad header, shape, dtype or encoding.
     """
     _require_header(header)
-    rgb = _as_array(rgb, "rgb")
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0 or rgb.dtype != np.uint8:
-        raise ConversionError(f"rgb: expected shape (H, W, 3) dtype uint8 with H, W > 0, found {rgb.shape} {rgb.dtype}")
-    if encoding not in ("rgb8", "bgr8"):
-        raise ConversionError(f"rgb encoding: expected 'rgb8' or 'bgr8', found {_short(encoding)}")
-    return _pack_image(header, rgb if encoding == "rgb8" else rgb[..., ::-1], encoding)
+    return _image_msg(header, codec.encode_rgb(rgb, encoding))
 
 
 def colorize_depth_to_image(header: Header, depth: np.ndarray) -> Image:
@@ -642,19 +302,10 @@ def colorize_depth_to_image(header: Header, depth: np.ndarray) -> Image:
         ConversionError: bad header, shape or dtype.
     """
     _require_header(header)
-    depth = _float_map(depth, "depth", channels=None)
-    try:
-        rgb = colorize_depth(depth)
-    except InputError as exc:
-        raise ConversionError(f"depth: {exc}") from exc
-    return _pack_image(header, rgb[..., ::-1], "bgr8")
+    return _image_msg(header, codec.encode_colorized_depth(depth))
 
 
 # ------------------------------------------------------------------------------------------------ point clouds
-
-
-def _point_field(name: str, offset: int) -> PointField:
-    return PointField(name=name, offset=offset, datatype=PointField.FLOAT32, count=1)
 
 
 def points_to_cloud(
@@ -691,85 +342,17 @@ def points_to_cloud(
         ConversionError: bad header, shapes, dtypes or stride.
     """
     _require_header(header)
-    points = _float_map(points, "points", channels=3)
-    height, width = points.shape[:2]
-    if rgb is not None:
-        rgb = _as_array(rgb, "rgb")
-        if rgb.shape != (height, width, 3) or not (rgb.dtype == np.uint8 or np.issubdtype(rgb.dtype, np.floating)):
-            raise ConversionError(
-                f"rgb: expected shape {(height, width, 3)} (the points' H, W) dtype uint8 or float in [0, 1], "
-                f"found shape {rgb.shape} dtype {rgb.dtype}"
-            )
-    if normals is not None:
-        normals = _float_map(normals, "normals", channels=3)
-        if normals.shape != points.shape:
-            raise ConversionError(f"normals: expected shape {points.shape} (the points'), found {normals.shape}")
-    if not isinstance(organized, (bool, np.bool_)):
-        raise ConversionError(f"organized: expected a bool, found {type(organized).__name__}")
-    stride = _positive_int(stride, "stride")
-
-    names = ["x", "y", "z"]
-    if rgb is not None:
-        names.append("rgb")
-    if normals is not None:
-        names += ["normal_x", "normal_y", "normal_z"]
-    num_fields = len(names)
-    sub = (slice(None, None, stride), slice(None, None, stride))
-    xyz = points[sub]
-    rows, cols = xyz.shape[:2]
-
-    point_step = 4 * num_fields
-    # The organized cloud is written straight into the buffer handed to the message (no .tobytes() copy):
-    # rclpy copies a bytes-like object into its array('B') with one memcpy. Fields are little-endian float32.
-    buffer: bytearray | None = bytearray(rows * cols * point_step) if organized else None
-    cloud = (
-        np.frombuffer(buffer, dtype="<f4").reshape(rows, cols, num_fields)
-        if buffer is not None
-        else np.empty((rows, cols, num_fields), dtype="<f4")
-    )
-    with np.errstate(over="ignore"):  # float64 beyond the float32 range becomes inf, hence invalid
-        cloud[..., 0:3] = xyz
-    valid = _finite3(cloud[..., 0:3])  # after the cast: float64 beyond float32 range is invalid
-    if rgb is not None:
-        colour = rgb[sub]
-        if colour.dtype != np.uint8:  # float in [0, 1] (e.g. image_to_rgb of mono16): to 0..255, NaN -> 0
-            colour = np.round(np.clip(np.nan_to_num(colour, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
-        # uint32 0x00RRGGBB stored little-endian is the byte sequence B, G, R, 0
-        packed_bytes = cloud.view(np.uint8)[..., 12:16]
-        packed_bytes[..., 0:3] = colour[..., ::-1]
-        packed_bytes[..., 3] = 0
-    if normals is not None:
-        first = 4 if rgb is not None else 3
-        normal_block = cloud[..., first : first + 3]
-        with np.errstate(over="ignore"):
-            normal_block[...] = normals[sub]
-        bad_normal = ~_finite3(normal_block)
-        if bad_normal.any():
-            normal_block[bad_normal] = np.nan
-
-    if organized:
-        if not valid.all():
-            cloud[~valid, 0:3] = np.nan
-        is_dense = False
-    else:
-        # gather whole points (one void item of point_step bytes each): much faster than cloud[valid]
-        item = np.dtype((np.void, point_step))
-        keep = valid.ravel()
-        cols = int(np.count_nonzero(keep))
-        rows = 1
-        buffer = bytearray(cols * point_step)
-        kept = np.frombuffer(buffer, dtype=item)
-        np.compress(keep, cloud.view(item).reshape(-1), out=kept)  # row-major pixel order
-        is_dense = normals is None or bool(np.isfinite(kept.view("<f4")).all())
-
+    fields = codec.encode_cloud(points, rgb, normals, organized=organized, stride=stride)
     msg = PointCloud2()
     msg.header = header
-    msg.height = rows
-    msg.width = cols
-    msg.fields = [_point_field(name, 4 * i) for i, name in enumerate(names)]
-    msg.is_bigendian = False
-    msg.point_step = point_step
-    msg.row_step = point_step * cols
-    msg.data = buffer
-    msg.is_dense = is_dense
+    msg.height = fields.height
+    msg.width = fields.width
+    msg.fields = [
+        PointField(name=name, offset=offset, datatype=PointField.FLOAT32, count=1) for name, offset in fields.fields
+    ]
+    msg.is_bigendian = fields.is_bigendian
+    msg.point_step = fields.point_step
+    msg.row_step = fields.row_step
+    msg.data = fields.data
+    msg.is_dense = fields.is_dense
     return msg

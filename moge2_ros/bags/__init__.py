@@ -1,0 +1,28 @@
+"""rosbag2 recordings (sqlite3 and MCAP) without a ROS installation, through the pure-Python ``rosbags`` library.
+
+* :mod:`.reader`: :func:`~.reader.open_bag` -> :class:`~.reader.BagReader` (topics, counts, deserialised messages).
+* :mod:`.decode`: message -> numpy (RGB, depth in metres, K, LiDAR points, header stamps), via
+  :mod:`moge2_ros.io.msg_codec`, the same codec the ROS node uses.
+* :mod:`.sync`: pairing of two topics by header stamp within a tolerance.
+* :mod:`.dataset`: :class:`~.dataset.BagDataset`, a ``Sequence[Sample]`` of image + registered depth (label type B)
+  or image + LiDAR projected into the image (label type C).
+* :mod:`.writer`: :class:`~.writer.BagWriter` (Image, CompressedImage, CameraInfo, PointCloud2,
+  ``moge2_ros_msgs/MonocularGeometry``, raw copies).
+* :mod:`.infer`: the ``moge2-ros bag-infer`` core (resumable, atomic output); :mod:`.cli`: its subcommands.
+* :mod:`.typestore`: the ROS 2 Jazzy message types plus ``moge2_ros_msgs/msg/MonocularGeometry``.
+
+``rosbags`` and torch are imported lazily, inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+from moge2_ros.errors import DatasetError
+
+__all__ = ["BagError"]
+
+
+class BagError(DatasetError):
+    """A rosbag2 recording is missing, unreadable, corrupt or truncated, or lacks the topics / stamps asked for.
+
+    The message names the bag (and the topic, stamp or file where there is one) and says what to do.
+    """

@@ -1,0 +1,485 @@
+"""``moge2-ros bag-infer``: run MoGe-2 over the images of a rosbag2 recording and write its outputs into a new bag.
+
+For every selected image message the output bag gets, under the output namespace (default ``/moge2``), the same
+topics and message content as ``moge2_node`` publishes: ``depth/image`` (32FC1 metres, NaN invalid),
+``depth/camera_info`` (K of the depth image: the input CameraInfo's when valid, else the estimate), ``geometry``
+(``moge2_ros_msgs/MonocularGeometry``) and optionally ``points`` (PointCloud2 x, y, z, rgb). Every output message
+carries the image's header (stamp and frame_id) unchanged and is logged at the image's log time, so the output
+plays back in step with the input; ``copy_input_topics`` copies the input messages too (bytes unchanged).
+
+Atomic and resumable output:
+
+* everything is written under ``OUT.partial/``: finished chunks of ``chunk_frames`` frames
+  (``chunks/chunk-00000``, ... each a closed bag) and ``progress.json`` (input fingerprint, options, chunks and
+  frames done), updated atomically after each chunk;
+* when all frames are done the chunks are merged into ``OUT.partial/<name>`` which is then renamed to ``OUT`` and
+  ``OUT.partial`` removed: a bag at ``OUT`` is always complete;
+* ``resume=True`` continues an interrupted run from its last finished chunk (the chunk in progress at the
+  interruption is redone); the input and the options must be those of the interrupted run.
+
+A corrupt or truncated input raises one :class:`~moge2_ros.bags.BagError`; ``OUT`` is not created.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from moge2_ros.bags import BagError
+from moge2_ros.bags.dataset import CameraInfoTrack, default_camera_info_topic
+from moge2_ros.bags.decode import k_from_camera_info, rgb_from_msg
+from moge2_ros.bags.reader import BagReader, RawMessage, open_bag
+from moge2_ros.bags.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, get_typestore
+from moge2_ros.bags.writer import (
+    STORAGES,
+    BagWriter,
+    camera_info_msg,
+    cloud_msg,
+    geometry_msg,
+    header_msg,
+    image_msg,
+    publish_staged,
+    staging_path,
+)
+from moge2_ros.errors import InputError
+from moge2_ros.io import msg_codec as codec
+
+__all__ = ["BagInferOptions", "BagInferReport", "output_topics", "run_bag_infer"]
+
+PROGRESS_FILE: Final[str] = "progress.json"
+_FORMAT: Final[int] = 1  # version of the progress file layout
+
+
+@dataclass
+class BagInferOptions:
+    """What ``bag-infer`` reads and writes (everything that shapes the output; part of the resume fingerprint).
+
+    Attributes:
+        model: model source for :func:`moge2_ros.checkpoints.load_model` (file, folder or Hugging Face id).
+        image_topic: Image or CompressedImage topic; None = the only image topic of the bag.
+        camera_info_topic: CameraInfo of the image; None = the image's sibling ``.../camera_info`` if present.
+        use_camera_info: use the CameraInfo's K (only the depth shift is solved); False = estimate K.
+        output_namespace: prefix of the output topics (``<ns>/depth/image``, ...).
+        points: also write ``<ns>/points``; ``cloud_organized`` / ``cloud_stride`` / ``cloud_rgb`` as the node's
+            parameters of the same names.
+        every: process every n-th image message (1 = all).
+        max_frames: stop after this many processed frames (None = all).
+        copy_input_topics: copy every input message into the output bag.
+        storage: output storage plugin (None = the input's).
+        chunk_frames: frames per resumable chunk.
+        device, precision, resolution_level, num_tokens, edge_rtol: the Predictor's settings.
+    """
+
+    model: str
+    image_topic: str | None = None
+    camera_info_topic: str | None = None
+    use_camera_info: bool = True
+    output_namespace: str = "/moge2"
+    points: bool = False
+    cloud_organized: bool = True
+    cloud_stride: int = 1
+    cloud_rgb: bool = True
+    every: int = 1
+    max_frames: int | None = None
+    copy_input_topics: bool = False
+    storage: str | None = None
+    chunk_frames: int = 50
+    device: str | None = None
+    precision: str = "fp32"
+    resolution_level: int = 9
+    num_tokens: int | None = None
+    edge_rtol: float | None = None
+
+
+@dataclass
+class BagInferReport:
+    """Outcome of a run."""
+
+    output: Path
+    frames: int = 0  # frames written (this run and, when resumed, the earlier ones)
+    bad_frames: int = 0  # selected frames skipped because the message could not be decoded or inferred
+    resumed_frames: int = 0  # frames taken over from an interrupted run
+    inference_s: float = 0.0  # model time of this run's frames
+    wall_s: float = 0.0  # whole run
+    topics: dict[str, int] = field(default_factory=dict)  # output topic -> message count
+
+    @property
+    def inference_fps(self) -> float:
+        """Frames per second of the model alone over this run's frames (0 when none)."""
+        done = self.frames - self.resumed_frames
+        return done / self.inference_s if self.inference_s > 0 else 0.0
+
+
+def output_topics(namespace: str) -> dict[str, str]:
+    """Output topic names -> types for an output namespace (the node's relative names under it)."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    return {
+        "depth": f"{ns}/depth/image",
+        "camera_info": f"{ns}/depth/camera_info",
+        "points": f"{ns}/points",
+        "geometry": f"{ns}/geometry",
+    }
+
+
+def _check_options(options: BagInferOptions) -> None:
+    if options.every < 1:
+        raise InputError(f"every: expected an integer >= 1, found {options.every}")
+    if options.max_frames is not None and options.max_frames < 1:
+        raise InputError(f"max_frames: expected an integer >= 1, found {options.max_frames}")
+    if options.chunk_frames < 1:
+        raise InputError(f"chunk_frames: expected an integer >= 1, found {options.chunk_frames}")
+    if options.cloud_stride < 1:
+        raise InputError(f"cloud_stride: expected an integer >= 1, found {options.cloud_stride}")
+    if options.storage is not None and options.storage not in STORAGES:
+        raise InputError(f"storage: expected one of {', '.join(STORAGES)}, found {options.storage!r}")
+
+
+def _resolve_topics(bag: BagReader, options: BagInferOptions) -> tuple[str, str | None]:
+    """The image topic and the camera_info topic to use (None = estimate the intrinsics)."""
+    image_topic = options.image_topic
+    if image_topic is None:
+        images = [t for t, kind in bag.topics.items() if kind in (IMAGE, COMPRESSED_IMAGE) and "depth" not in t.lower()]
+        if len(images) != 1:
+            raise BagError(
+                f"{bag.path}: {'several' if images else 'no'} colour image topics ({', '.join(images) or 'none'}; "
+                "topics named *depth* are not counted); "
+                "choose one with --image-topic"
+            )
+        image_topic = images[0]
+    bag.require_topic(image_topic, (IMAGE, COMPRESSED_IMAGE), "image")
+    if not options.use_camera_info:
+        return image_topic, None
+    info_topic = options.camera_info_topic
+    if info_topic is None:
+        sibling = default_camera_info_topic(image_topic)
+        return image_topic, sibling if bag.topics.get(sibling) == CAMERA_INFO else None
+    bag.require_topic(info_topic, (CAMERA_INFO,), "camera_info")
+    return image_topic, info_topic
+
+
+def _input_fingerprint(path: Path) -> list[list[Any]]:
+    """Name, size and mtime of the input's files: a resumed run must read the very same recording."""
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _load_predictor(options: BagInferOptions) -> Any:
+    from moge2_ros.checkpoints import load_model
+    from moge2_ros.inference import Predictor, resolve_device
+
+    device = resolve_device(options.device)
+    model = load_model(options.model, device=device)
+    return Predictor(model, device=device, dtype=options.precision, resolution_level=options.resolution_level,
+                     num_tokens=options.num_tokens, edge_rtol=options.edge_rtol, estimate_normals=False)
+
+
+class _Frames:
+    """The input stream with its selection (see :meth:`__iter__`)."""
+
+    def __init__(self, bag: BagReader, image_topic: str, info_topic: str | None, options: BagInferOptions) -> None:
+        self.bag, self.image_topic, self.info_topic, self.options = bag, image_topic, info_topic, options
+        count = bag.message_count(image_topic)
+        total = math.ceil(count / options.every)
+        self.total = min(total, options.max_frames) if options.max_frames is not None else total
+
+    def __iter__(self) -> Iterator[tuple[int, RawMessage]]:
+        """``(ordinal, image)`` per selected frame in log-time order; when copying, also ``(-1, message)`` for
+        every other input message."""
+        topics = [] if self.options.copy_input_topics else [self.image_topic]
+        image_index = 0
+        selected = 0
+        for raw in self.bag.raw_messages(topics):
+            if raw.topic == self.image_topic:
+                take = image_index % self.options.every == 0 and selected < self.total
+                image_index += 1
+                if take:
+                    yield selected, raw
+                    selected += 1
+                    if selected >= self.total and not (self.options.copy_input_topics and self.options.max_frames is None):
+                        return
+                    continue
+            yield -1, raw
+
+
+def run_bag_infer(
+    in_bag: str | Path,
+    out_bag: str | Path,
+    options: BagInferOptions,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    predictor: Any = None,
+    log: Callable[[str], None] | None = None,
+) -> BagInferReport:
+    """Run the model over ``in_bag`` and write ``out_bag`` (see the module docstring).
+
+    Args:
+        in_bag: input bag folder or ``.mcap`` / ``.db3`` file.
+        out_bag: output bag folder (must not exist unless ``overwrite``).
+        options: topics, outputs, selection and model settings.
+        resume: continue the interrupted run left in ``OUT.partial``.
+        overwrite: replace an existing ``out_bag`` (when the new one is complete) and discard ``OUT.partial``.
+        progress: show a tqdm progress bar with ETA on stderr.
+        predictor: an already built :class:`~moge2_ros.inference.Predictor` (default: load ``options.model``).
+        log: where warnings go (default: ``tqdm.write`` to stderr).
+
+    Returns:
+        What was done; ``report.output`` is the complete bag.
+
+    Raises:
+        BagError: unreadable / corrupt / truncated input, missing topics, unusable partial output, existing output.
+        InputError: bad options. ModelLoadError: the model cannot load.
+    """
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    _check_options(options)
+    in_bag, out_bag = Path(in_bag), Path(out_bag)
+    partial = out_bag.with_name(out_bag.name + ".partial")
+    if out_bag.resolve() == in_bag.resolve():
+        raise BagError(f"{out_bag}: the output must differ from the input")
+    if out_bag.exists() and not overwrite:
+        raise BagError(f"{out_bag}: exists already; choose another output or pass --overwrite")
+    if partial.exists() and not (resume or overwrite):
+        raise BagError(f"{partial}: left by an interrupted run; pass --resume to continue it or --overwrite to start "
+                       "again")
+    say = log or (lambda text: tqdm.write(text))
+    report = BagInferReport(output=out_bag)
+
+    with open_bag(in_bag) as bag:
+        image_topic, info_topic = _resolve_topics(bag, options)
+        storage = options.storage or bag.storage
+        topics = output_topics(options.output_namespace)
+        if not options.points:
+            topics.pop("points")
+        if options.copy_input_topics:
+            clash = sorted(set(topics.values()) & set(bag.topics))
+            if clash:
+                raise BagError(f"{in_bag}: output topics {', '.join(clash)} exist in the input; choose another "
+                               "--output-namespace")
+        settings = {**asdict(options), "image_topic": image_topic, "camera_info_topic": info_topic, "storage": storage}
+        fingerprint = {"format": _FORMAT, "input": str(in_bag.resolve()), "files": _input_fingerprint(in_bag),
+                       "options": settings}
+        chunks_dir = partial / "chunks"
+        state = _start_state(partial, fingerprint, resume and not overwrite, say)
+        frames = _Frames(bag, image_topic, info_topic, options)
+        if frames.total == 0:
+            raise BagError(f"{in_bag}: no image messages on {image_topic}")
+        if info_topic is None and options.use_camera_info:
+            say(f"bag-infer: no camera_info next to {image_topic}: estimating the intrinsics")
+        report.resumed_frames = state["frames_done"]
+        if predictor is None:
+            predictor = _load_predictor(options)
+        bar = tqdm(total=frames.total, initial=state["frames_done"], unit="frame", disable=not progress,
+                   desc=f"bag-infer {in_bag.name}", dynamic_ncols=True)
+        try:
+            _process(bag, frames, state, chunks_dir, partial, storage, topics, options, predictor, report, bar, say)
+        except BagError as exc:
+            raise BagError(f"{exc}; {out_bag} was not written (the {state['frames_done']} frames finished so far are "
+                           f"kept in {partial})") from exc
+        finally:
+            bar.close()
+        counts = _merge(chunks_dir, state["chunks"], out_bag, storage)
+
+    if out_bag.exists():  # overwrite: only now that the new bag is complete
+        shutil.rmtree(out_bag) if out_bag.is_dir() else out_bag.unlink()
+    publish_staged(out_bag)
+    report.frames = state["frames_done"]
+    report.bad_frames = state["bad_frames"]
+    report.topics = counts
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+def _start_state(partial: Path, fingerprint: dict[str, Any], resume: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """The progress state: read from ``OUT.partial/progress.json`` (resume) or a fresh one."""
+    progress_path = partial / PROGRESS_FILE
+    if resume and progress_path.is_file():
+        try:
+            state = json.loads(progress_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BagError(f"{progress_path}: unreadable ({exc}); delete {partial} or pass --overwrite") from exc
+        if state.get("fingerprint") != fingerprint:
+            old = state.get("fingerprint") or {}
+            differs = [k for k in ("input", "files", "options") if old.get(k) != fingerprint[k]]
+            raise BagError(
+                f"{partial}: cannot resume: the interrupted run had a different {' / '.join(differs) or 'format'}; "
+                "rerun with the same input and options, or pass --overwrite to start again"
+            )
+        for name in _list_dirs(partial / "chunks"):
+            if name not in state["chunks"]:
+                shutil.rmtree(partial / "chunks" / name, ignore_errors=True)  # a chunk the interruption cut short
+        shutil.rmtree(staging_path(partial.with_name(partial.name[: -len(".partial")])), ignore_errors=True)
+        say(f"bag-infer: resuming after {state['frames_done']} frames ({len(state['chunks'])} chunks)")
+        return state
+    if resume:
+        say(f"bag-infer: nothing to resume at {partial}: starting from the first frame")
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "chunks").mkdir(parents=True)
+    state = {"fingerprint": fingerprint, "chunks": [], "frames_done": 0, "bad_frames": 0}
+    _write_json_atomic(progress_path, state)
+    return state
+
+
+def _list_dirs(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
+
+
+def _process(bag: BagReader, frames: _Frames, state: dict[str, Any], chunks_dir: Path, partial: Path, storage: str,
+             topics: dict[str, str], options: BagInferOptions, predictor: Any, report: BagInferReport, bar: Any,
+             say: Callable[[str], None]) -> None:
+    """Read the input once; write chunk after chunk (each closed and recorded in progress.json when full).
+
+    Chunk c holds frames ``[c * chunk_frames, (c + 1) * chunk_frames)`` and, when copying, the input messages read
+    after the previous chunk's last frame up to its own last frame (the last chunk also takes the trailing ones),
+    so a resumed run rebuilds exactly the chunks a whole run would have written.
+    """
+    done = state["frames_done"]
+    infos = CameraInfoTrack(bag, frames.info_topic) if frames.info_topic else None
+    chunk_index = len(state["chunks"])
+    writer: BagWriter | None = None
+    chunk_frames = chunk_bad = 0
+    seen = 0  # selected frames met so far in the stream
+    warned_info: set[str] = set()
+
+    def open_chunk() -> BagWriter:
+        path = chunks_dir / f"chunk-{chunk_index:05d}"
+        shutil.rmtree(path, ignore_errors=True)
+        return BagWriter(path, storage).open()
+
+    def close_chunk(chunk: BagWriter) -> None:
+        nonlocal chunk_index, chunk_frames, chunk_bad
+        chunk.close()
+        state["chunks"].append(chunk.path.name)
+        state["frames_done"] += chunk_frames
+        state["bad_frames"] += chunk_bad
+        _write_json_atomic(partial / PROGRESS_FILE, state)
+        chunk_index += 1
+        chunk_frames = chunk_bad = 0
+
+    try:
+        for ordinal, raw in frames:
+            if ordinal < 0:  # not a selected frame: copied when past the resume point
+                if options.copy_input_topics and seen >= done:
+                    writer = writer or open_chunk()
+                    _copy(bag, writer, raw)
+                continue
+            seen = ordinal + 1
+            if ordinal < done:  # written by the interrupted run
+                continue
+            writer = writer or open_chunk()
+            if options.copy_input_topics:
+                _copy(bag, writer, raw)
+            if not _infer_frame(bag, writer, raw, infos, topics, options, predictor, report, warned_info, say):
+                chunk_bad += 1
+            chunk_frames += 1
+            bar.update(1)
+            if chunk_frames >= options.chunk_frames and seen < frames.total:
+                close_chunk(writer)
+                writer = None
+        if writer is not None:
+            close_chunk(writer)
+            writer = None
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def _copy(bag: BagReader, writer: BagWriter, raw: RawMessage) -> None:
+    if raw.msgtype in get_typestore().types:
+        writer.add_topic(raw.topic, raw.msgtype)
+    else:
+        msgtype, msgdef, digest = bag.connection_definition(raw.topic)
+        if not (msgdef and digest):
+            raise BagError(f"{bag.path}: cannot copy topic {raw.topic}: its type {raw.msgtype} is unknown here and "
+                           "the bag holds no definition of it")
+        writer.add_topic(raw.topic, msgtype, msgdef=msgdef, digest=digest)
+    writer.write_raw(raw.topic, raw.msgtype, raw.data, raw.log_time_ns)
+
+
+def _infer_frame(bag: BagReader, writer: BagWriter, raw: RawMessage, infos: CameraInfoTrack | None,
+                 topics: dict[str, str], options: BagInferOptions, predictor: Any, report: BagInferReport,
+                 warned_info: set[str], say: Callable[[str], None]) -> bool:
+    """Run one frame and write its outputs; False (nothing written) for an undecodable or rejected frame."""
+    msg = bag.deserialize(raw)
+    stamp = bag.stamp_of(raw)
+    assert stamp is not None
+    frame_id = str(msg.header.frame_id)
+    where = f"{raw.topic} at stamp {stamp} ns"
+    try:
+        rgb = rgb_from_msg(msg, predictor.max_pixels)
+    except InputError as exc:
+        say(f"bag-infer: skipped the frame {where}: {exc}")
+        return False
+    height, width = rgb.shape[:2]
+    k_known = None
+    info = infos.at(stamp) if infos is not None else None
+    if info is not None:
+        try:
+            k_known = k_from_camera_info(info, width, height)
+        except InputError as exc:
+            text = str(exc)
+            if text not in warned_info:
+                warned_info.add(text)
+                say(f"bag-infer: ignoring camera_info {infos.topic} ({text}): estimating the intrinsics")
+    t0 = time.perf_counter()
+    try:
+        geo = predictor.predict(rgb, intrinsics=k_known)
+    except InputError as exc:
+        say(f"bag-infer: skipped the frame {where}: {exc}")
+        return False
+    depth = geo.depth[0].cpu().numpy()
+    inference_s = time.perf_counter() - t0
+    report.inference_s += inference_s
+    k = np.array(k_known, dtype=np.float64) if k_known is not None else geo.intrinsics[0].cpu().numpy().astype(np.float64)
+
+    header = header_msg(stamp, frame_id)
+    log_time = raw.log_time_ns
+    info_fields = codec.encode_camera_info(k, width, height)
+    writer.write(topics["depth"], image_msg(header, codec.encode_depth(depth, "32FC1", "nan")), log_time)
+    out_info = camera_info_msg(header, info_fields)
+    writer.write(topics["camera_info"], out_info, log_time)
+    if "points" in topics:
+        cloud = codec.encode_cloud(geo.points[0].cpu().numpy(), rgb if options.cloud_rgb else None,
+                                   organized=options.cloud_organized, stride=options.cloud_stride)
+        writer.write(topics["points"], cloud_msg(header, cloud), log_time)
+    writer.write(topics["geometry"], geometry_msg(
+        header, out_info, intrinsics_estimated=k_known is None, metric_scale=float(geo.metric_scale[0]),
+        fov_x_deg=float(geo.fov_x[0]), fov_y_deg=float(geo.fov_y[0]), num_tokens=int(geo.num_tokens),
+        inference_ms=inference_s * 1e3, model_id=str(options.model),
+        valid_fraction=float(geo.mask[0].float().mean())), log_time)
+    return True
+
+
+def _merge(chunks_dir: Path, chunks: list[str], out_bag: Path, storage: str) -> dict[str, int]:
+    """Concatenate the finished chunks (in order, bytes unchanged) into the staged output bag."""
+    staged = staging_path(out_bag)
+    shutil.rmtree(staged, ignore_errors=True)
+    with BagWriter(staged, storage) as writer:
+        for name in chunks:
+            with open_bag(chunks_dir / name) as chunk:
+                for topic in chunk.topics:
+                    msgtype, msgdef, digest = chunk.connection_definition(topic)
+                    known = msgtype in get_typestore().types
+                    writer.add_topic(topic, msgtype, None if known else msgdef, None if known else digest)
+                for raw in chunk.raw_messages([]):
+                    writer.write_raw(raw.topic, raw.msgtype, raw.data, raw.log_time_ns)
+        counts = dict(writer.counts)
+    return counts
