@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
+    from moge2_ros.data.synthetic_scene import Scene
     from moge2_ros.model import MoGe2Model
 
 UNTRAINED_WARNING = (
@@ -42,8 +43,27 @@ class ExampleScene:
     intrinsics: np.ndarray
 
 
-def _checker(u: np.ndarray, v: np.ndarray, size: float) -> np.ndarray:
-    return ((np.floor(u / size) + np.floor(v / size)) % 2).astype(np.float64)
+def example_room() -> "Scene":
+    """The example room as a scene of the synthetic generator (:mod:`moge2_ros.data.synthetic`).
+
+    Room frame = the generator's world frame (x right, y down, z forward): x in [-2, 2] m, floor at y = 1.2 m,
+    ceiling at y = -1.5 m, back wall at z = 7 m, a checker floor, coloured walls, two spheres and a point light.
+    """
+    from moge2_ros.data.synthetic import SceneBuilder
+
+    walls = dict(pattern="solid")
+    builder = (
+        SceneBuilder("room")
+        .add_plane((0, -1, 0), -1.2, pattern="checker", color_a=(0.85, 0.83, 0.77), color_b=(0.25, 0.25, 0.27),
+                   scale=1.0)
+        .add_plane((0, 1, 0), -1.5, color_a=(0.92, 0.92, 0.88), **walls)
+        .add_plane((1, 0, 0), -2.0, color_a=(0.80, 0.35, 0.30), **walls)
+        .add_plane((-1, 0, 0), -2.0, color_a=(0.30, 0.55, 0.80), **walls)
+        .add_plane((0, 0, -1), -7.0, color_a=(0.85, 0.80, 0.55), **walls)
+        .add_sphere((-0.7, 0.75, 3.2), 0.45, color_a=(0.9, 0.6, 0.15), **walls)
+        .add_sphere((0.9, 0.5, 4.6), 0.7, color_a=(0.25, 0.75, 0.35), **walls)
+    )
+    return builder.build(light_position=(0.3, -1.2, 2.5), ambient=0.3)
 
 
 def render_example_scene(
@@ -52,98 +72,28 @@ def render_example_scene(
     fov_x_deg: float = 60.0,
     camera_position: tuple[float, float, float] = (0.0, 0.0, 0.0),
 ) -> ExampleScene:
-    """Ray-cast a small room (checker floor, coloured walls, two spheres) with Lambert shading and shadows.
+    """Render :func:`example_room` with the synthetic generator's ray caster (exact depth, shading, shadows).
 
-    Room frame = optical frame of a camera at the origin (x right, y down, z forward); room x in [-2, 2] m,
-    floor at y = 1.2 m, ceiling at y = -1.5 m, back wall at z = 7 m.  The camera looks along +z from
-    ``camera_position`` (metres, room frame; keep it inside the room), so a sequence of positions renders a
-    moving camera.  Depth and intrinsics are those of that camera.
+    The camera looks along +z from ``camera_position`` (metres, room frame; keep it inside the room), with a
+    centred principal point and square pixels, so a sequence of positions renders a moving camera.  Depth and
+    intrinsics are those of that camera.
 
     Args:
         width, height: image size in pixels (>= 8 each).
         fov_x_deg: horizontal field of view in degrees, in (10, 150).
         camera_position: camera centre in the room frame, metres.
     """
+    from moge2_ros.data.synthetic import camera_pose, render_scene
+
     if width < 8 or height < 8:
         raise ValueError(f"example image size must be at least 8x8 pixels, got {width}x{height}")
     if not 10.0 < fov_x_deg < 150.0:
         raise ValueError(f"fov_x_deg must be in (10, 150), got {fov_x_deg}")
-    cam = np.asarray(camera_position, dtype=np.float64)
     f = 0.5 * width / math.tan(math.radians(fov_x_deg) / 2)
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    intrinsics = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]], dtype=np.float64)
-
-    jj, ii = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    rays = np.stack([(jj - cx) / f, (ii - cy) / f, np.ones_like(jj)], axis=-1)  # z component 1 -> t = depth
-
-    # Room planes: (axis, coordinate, albedo function of hit point, inward normal).
-    far = np.full(jj.shape, np.inf)
-    albedo = np.zeros(jj.shape + (3,))
-    normal = np.zeros(jj.shape + (3,))
-    planes = [
-        (1, 1.2, np.array([0.0, -1.0, 0.0])),  # floor (y down)
-        (1, -1.5, np.array([0.0, 1.0, 0.0])),  # ceiling
-        (0, -2.0, np.array([1.0, 0.0, 0.0])),  # left wall
-        (0, 2.0, np.array([-1.0, 0.0, 0.0])),  # right wall
-        (2, 7.0, np.array([0.0, 0.0, -1.0])),  # back wall
-    ]
-    colours = {
-        "floor": None,
-        1: np.array([0.92, 0.92, 0.88]),
-        2: np.array([0.80, 0.35, 0.30]),
-        3: np.array([0.30, 0.55, 0.80]),
-        4: np.array([0.85, 0.80, 0.55]),
-    }
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for k, (axis, coord, n) in enumerate(planes):
-            t = (coord - cam[axis]) / rays[..., axis]
-            hit = (t > 0) & (t < far)
-            far = np.where(hit, t, far)
-            normal[hit] = n
-            if k == 0:
-                p = rays[hit] * t[hit, None]
-                c = _checker(p[:, 0] + cam[0], p[:, 2] + cam[2], 0.5)
-                albedo[hit] = np.array([0.25, 0.25, 0.27]) + c[:, None] * np.array([0.6, 0.58, 0.5])
-            else:
-                albedo[hit] = colours[k]
-
-    spheres = [  # centre, radius, colour
-        (np.array([-0.7, 0.75, 3.2]), 0.45, np.array([0.9, 0.6, 0.15])),
-        (np.array([0.9, 0.5, 4.6]), 0.7, np.array([0.25, 0.75, 0.35])),
-    ]
-    spheres = [(centre - cam, radius, colour) for centre, radius, colour in spheres]
-    for centre, radius, colour in spheres:
-        b = rays @ centre
-        c = centre @ centre - radius**2
-        aa = np.einsum("...i,...i->...", rays, rays)
-        disc = b * b - aa * c
-        with np.errstate(invalid="ignore"):
-            t = (b - np.sqrt(disc)) / aa
-        hit = (disc > 0) & (t > 0) & (t < far)
-        far = np.where(hit, t, far)
-        p = rays[hit] * t[hit, None]
-        normal[hit] = (p - centre) / radius
-        albedo[hit] = colour
-
-    points = rays * far[..., None]
-    light = np.array([0.3, -1.2, 2.5]) - cam
-    to_light = light - points
-    dist = np.linalg.norm(to_light, axis=-1, keepdims=True)
-    to_light /= dist
-    lambert = np.clip(np.einsum("...i,...i->...", normal, to_light), 0.0, None)
-    shadow = np.ones(jj.shape)
-    for centre, radius, _ in spheres:  # shadow rays from each hit point to the light
-        oc = points - centre
-        b = np.einsum("...i,...i->...", oc, to_light)
-        c = np.einsum("...i,...i->...", oc, oc) - radius**2
-        disc = b * b - c
-        with np.errstate(invalid="ignore"):
-            t = -b - np.sqrt(disc)
-        blocked = (disc > 0) & (t > 1e-4) & (t < dist[..., 0])
-        shadow[blocked] = 0.0
-    radiance = albedo * (0.25 + 0.75 * (lambert * shadow * np.clip(6.0 / dist[..., 0] ** 2, 0, 1.5))[..., None])
-    rgb = np.round(np.clip(radiance, 0, 1) ** (1 / 2.2) * 255).astype(np.uint8)
-    return ExampleScene(rgb=rgb, depth=far.astype(np.float32), intrinsics=intrinsics)
+    intrinsics = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]], dtype=np.float64)
+    sample = render_scene(example_room(), intrinsics, camera_pose(camera_position), width, height,
+                          source="example_room")
+    return ExampleScene(rgb=sample.image, depth=sample.depth, intrinsics=intrinsics)
 
 
 #: Focal length (in half-diagonal units) wired into the untrained demo model: 60 degrees across a 4:3 image.
