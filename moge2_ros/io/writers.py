@@ -213,16 +213,16 @@ def write_rgb_png(path: str | Path, rgb: np.ndarray) -> Path:
     return path
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Convert numpy scalars/arrays, paths and non-finite floats (-> None) to plain JSON values."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, os.PathLike):
@@ -233,6 +233,6 @@ def _jsonable(value: Any) -> Any:
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     """Write ``data`` as indented, strict JSON (numpy values converted, NaN/inf written as ``null``)."""
     path = _parent_dir(path)
-    text = json.dumps(_jsonable(data), indent=2, allow_nan=False)
+    text = json.dumps(jsonable(data), indent=2, allow_nan=False)
     path.write_text(text + "\n", encoding="utf-8")
     return path
