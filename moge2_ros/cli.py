@@ -36,7 +36,13 @@ PROG = "moge2-ros"
 # Modules that add subcommands: each has ``add_parsers(sub)`` (``sub`` from ``add_subparsers``) that registers its
 # parsers with ``set_defaults(handler=...)``. They must import nothing heavy at module level (torch, onnx, rosbags
 # are imported inside the handlers), so ``moge2-ros --help`` stays fast.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("moge2_ros.data.cli", "moge2_ros.bags.cli", "moge2_ros.refine.cli", "moge2_ros.eval.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "moge2_ros.data.cli",
+    "moge2_ros.bags.cli",
+    "moge2_ros.refine.cli",
+    "moge2_ros.eval.cli",
+    "moge2_ros.backends.cli",
+)
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 

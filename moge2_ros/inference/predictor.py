@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import replace
-from typing import Callable
+import os
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
@@ -18,6 +20,11 @@ from ..model.moge2 import MoGe2Model
 from .preprocess import DEFAULT_MAX_PIXELS, ImageLike, image_to_batch, intrinsics_to_batch
 from .result import Geometry
 from .temporal import IntrinsicsStabilizer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..backends.torch_options import TorchOptions
+
+BACKENDS = ("torch", "onnx")
 
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -73,11 +80,18 @@ class Predictor:
         estimate_normals: for models without a normal head, compute normals from the metric points.
         compile: wrap the network forward in ``torch.compile`` (first call per input size is slow).
         max_pixels: largest accepted image.
+        backend: 'torch' (default) or 'onnx' (ONNX Runtime; ``model`` may then be None).
+        onnx_path: the ``.onnx`` file of the 'onnx' backend (``moge2-ros export-onnx`` or an official file).
+        onnx_providers: ONNX Runtime providers in order of preference ('tensorrt', 'cuda', 'cpu'; default all
+            three, those present are used; a requested one that is absent logs a warning and falls back).
+        onnx_cache_dir: TensorRT engine / timing cache folder (None: no cache).
+        torch_options: :class:`~moge2_ros.backends.torch_options.TorchOptions` of the 'torch' backend
+            (token-grid-bucketed ``torch.compile``, CUDA graphs, channels-last, pinned memory).
     """
 
     def __init__(
         self,
-        model: MoGe2Model,
+        model: MoGe2Model | None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | str = torch.float32,
         resolution_level: int = 9,
@@ -87,15 +101,42 @@ class Predictor:
         estimate_normals: bool = True,
         compile: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        backend: str = "torch",
+        onnx_path: str | os.PathLike | None = None,
+        onnx_providers: Sequence[str] | None = None,
+        onnx_cache_dir: str | os.PathLike | None = None,
+        torch_options: "TorchOptions | None" = None,
     ) -> None:
-        if not model.has_head("points_head"):
-            raise InputError("the model has no points head: it cannot predict geometry")
-        self.device = torch.device(device) if device is not None else model.device
-        self.model = model.to(self.device).eval()
+        if backend not in BACKENDS:
+            raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, found {backend!r}")
+        self.backend = backend
         self.dtype = parse_dtype(dtype)
+        self.pin_memory = False
+        if backend == "onnx":
+            self._init_onnx(model, device, onnx_path, onnx_providers, onnx_cache_dir, compile, torch_options)
+        else:
+            if model is None:
+                raise InputError("the torch backend needs a model (load one with moge2_ros.load_model)")
+            if onnx_path is not None:
+                raise InputError("onnx_path is given but backend is 'torch'; use backend='onnx'")
+            if not model.has_head("points_head"):
+                raise InputError("the model has no points head: it cannot predict geometry")
+            self.device = torch.device(device) if device is not None else model.device
+            self.model = model.to(self.device).eval()
+            self._num_tokens_range = list(model.num_tokens_range)
+            if torch_options is not None and compile:
+                torch_options.compile = True
+            if torch_options is not None and not torch_options.is_default:
+                from ..backends.torch_options import TorchRunner
+
+                runner = TorchRunner(self.model, torch_options)
+                self.pin_memory = torch_options.pinned_memory
+                self._forward: Callable[..., dict[str, torch.Tensor]] = runner
+            else:
+                self._forward = torch.compile(self.model) if compile else self.model
         if num_tokens is not None and num_tokens <= 0:
             raise InputError(f"num_tokens must be positive, found {num_tokens}")
-        self.num_tokens = num_tokens if num_tokens is not None else model.num_tokens_for_level(resolution_level)
+        self.num_tokens = num_tokens if num_tokens is not None else self.num_tokens_for_level(resolution_level)
         if edge_rtol is not None and not (edge_rtol > 0 and math.isfinite(edge_rtol)):
             raise InputError(f"edge_rtol must be a positive number or None, found {edge_rtol}")
         self.edge_rtol = edge_rtol
@@ -107,12 +148,39 @@ class Predictor:
         self.depth_range = depth_range
         self.estimate_normals = estimate_normals
         self.max_pixels = max_pixels
-        self._forward: Callable[..., dict[str, torch.Tensor]] = torch.compile(self.model) if compile else self.model
+
+    def _init_onnx(self, model: MoGe2Model | None, device: torch.device | str | None,
+                   onnx_path: str | os.PathLike | None, providers: Sequence[str] | None,
+                   cache_dir: str | os.PathLike | None, compile: bool, torch_options: "TorchOptions | None") -> None:
+        from ..backends.onnx_runtime import OnnxRuntimeBackend
+
+        if onnx_path is None:
+            raise InputError("backend 'onnx' needs onnx_path (a .onnx file from 'moge2-ros export-onnx')")
+        if compile or (torch_options is not None and not torch_options.is_default):
+            raise InputError("compile / torch_options apply to the torch backend, not to backend 'onnx'")
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        runtime = OnnxRuntimeBackend(onnx_path, providers=providers, device_id=self.device.index or 0,
+                                     trt_cache_dir=cache_dir, trt_fp16=self.dtype == torch.float16)
+        self.model = model
+        self.onnx = runtime
+        self._num_tokens_range = list(model.num_tokens_range) if model is not None else runtime.num_tokens_range
+        self._forward = runtime
+
+    def num_tokens_for_level(self, resolution_level: int) -> int:
+        """The official token budget of a resolution level 0..9 for this predictor's model (torch or ONNX)."""
+        return MoGe2Model.num_tokens_for_level(SimpleNamespace(num_tokens_range=self._num_tokens_range),  # type: ignore[arg-type]
+                                               resolution_level)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float32:
+        if self.dtype == torch.float32 or self.backend == "onnx":
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def _to_batch(self, image: ImageLike) -> torch.Tensor:
+        if not self.pin_memory:
+            return image_to_batch(image, self.device, self.max_pixels)
+        host = image_to_batch(image, torch.device("cpu"), self.max_pixels)
+        return self._forward.to_device(host)  # type: ignore[union-attr]
 
     @torch.inference_mode()
     def forward_raw(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -147,7 +215,7 @@ class Predictor:
             raise InputError("give either intrinsics or fov_x, not both")
         if fov_x is not None and not (0.0 < float(fov_x) < 180.0):
             raise InputError(f"fov_x must be in (0, 180) degrees, found {fov_x}")
-        batch = image_to_batch(image, self.device, self.max_pixels)
+        batch = self._to_batch(image)
         k_norm = None
         if intrinsics is not None:
             b, _, height, width = batch.shape
@@ -168,7 +236,7 @@ class Predictor:
             image: one image (see :meth:`predict`); batches are refused.
             stabilizer: the camera's :class:`IntrinsicsStabilizer` (updated in place).
         """
-        batch = image_to_batch(image, self.device, self.max_pixels)
+        batch = self._to_batch(image)
         b, _, height, width = batch.shape
         if b != 1:
             raise InputError(f"predict_stabilized takes one image, found a batch of {b}")
