@@ -4,7 +4,7 @@
 
 Arguments: camera (namespace of the node and of its outputs), image / camera_info (input topics, relative to
 the namespace), image_transport (raw | compressed), params_file (defaults to the package's config/moge2.yaml),
-model, backend, device, precision, use_rviz. Outputs appear as <camera>/depth/image, <camera>/depth/camera_info,
+model, backend, onnx_path, device, precision, use_rviz. Outputs appear as <camera>/depth/image, <camera>/depth/camera_info,
 <camera>/points, ... so depth_image_proc and other REP 118 consumers connect by namespace alone.
 """
 
@@ -26,7 +26,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "moge2.yaml"]),
                               description="parameter file (see config/moge2.yaml)"),
         DeclareLaunchArgument("model", description="model.pt / .safetensors / directory / Hugging Face id"),
-        DeclareLaunchArgument("backend", default_value="torch", description="inference backend"),
+        DeclareLaunchArgument("backend", default_value="torch", description="inference backend: torch or onnx"),
+        DeclareLaunchArgument("onnx_path", default_value="", description="ONNX file for backend:=onnx"),
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda, cuda:N"),
         DeclareLaunchArgument("precision", default_value="fp32", description="fp32, fp16 or bf16"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz with the package's config"),
@@ -43,6 +44,7 @@ def generate_launch_description() -> LaunchDescription:
             {
                 "model": LaunchConfiguration("model"),
                 "backend": LaunchConfiguration("backend"),
+                "onnx_path": LaunchConfiguration("onnx_path"),
                 "device": LaunchConfiguration("device"),
                 "precision": LaunchConfiguration("precision"),
                 "image_transport": LaunchConfiguration("image_transport"),

@@ -116,20 +116,35 @@ class Moge2Node(Node):
         from ..checkpoints import load_model
         from ..inference import Predictor, resolve_device
 
-        source = self.cfg["model"]
-        if not source:
-            raise ModelLoadError("parameter 'model' is empty: give a model file, directory or Hugging Face id "
-                                 "(e.g. --ros-args -p model:=/path/to/model.pt)")
-        torch_device = resolve_device(self.cfg["device"])
-        model = load_model(source, device=torch_device)
-        predictor = Predictor(model, device=torch_device, dtype=self.cfg["precision"], max_pixels=self.cfg["max_pixels"])
-        self._apply_dynamic(predictor, self.cfg)
+        cfg = self.cfg
+        source = cfg["model"]
+        torch_device = resolve_device(cfg["device"])
+        common = dict(device=torch_device, dtype=cfg["precision"], max_pixels=cfg["max_pixels"])
+        if cfg["backend"] == "onnx":
+            if not cfg["onnx_path"]:
+                raise ModelLoadError("backend 'onnx' needs parameter 'onnx_path' (an ONNX file from "
+                                     "'moge2-ros export-onnx' or an official export)")
+            model = load_model(source, device=torch_device) if source else None
+            predictor = Predictor(model, backend="onnx", onnx_path=cfg["onnx_path"],
+                                  onnx_providers=list(cfg["onnx_providers"]) or None,
+                                  onnx_cache_dir=cfg["onnx_cache_dir"] or None, **common)
+        else:
+            from ..backends.torch_options import TorchOptions
+
+            if not source:
+                raise ModelLoadError("parameter 'model' is empty: give a model file, directory or Hugging Face id "
+                                     "(e.g. --ros-args -p model:=/path/to/model.pt)")
+            model = load_model(source, device=torch_device)
+            options = TorchOptions(compile=cfg["compile"], cuda_graphs=cfg["cuda_graphs"],
+                                   channels_last=cfg["channels_last"], pinned_memory=cfg["pinned_memory"])
+            predictor = Predictor(model, torch_options=options, **common)
+        self._apply_dynamic(predictor, cfg)
         return predictor
 
     @staticmethod
     def _apply_dynamic(predictor: Any, cfg: dict[str, Any]) -> None:
         """Apply the run-time adjustable parameters to the predictor."""
-        predictor.num_tokens = cfg["num_tokens"] or predictor.model.num_tokens_for_level(cfg["resolution_level"])
+        predictor.num_tokens = cfg["num_tokens"] or predictor.num_tokens_for_level(cfg["resolution_level"])
         predictor.edge_rtol = cfg["edge_rtol"] or None
         lo, hi = cfg["min_depth"], cfg["max_depth"]
         predictor.depth_range = (lo, hi if hi > 0 else math.inf) if (lo > 0 or hi > 0) else None
@@ -319,7 +334,7 @@ class Moge2Node(Node):
             status.level, status.message = DiagnosticStatus.OK, "running"
         info = {
             "backend": self.cfg["backend"], "device": str(self._predictor.device), "precision": self.cfg["precision"],
-            "model": self.cfg["model"], "num_tokens": self._predictor.num_tokens,
+            "model": self.cfg["model"] or self.cfg["onnx_path"], "num_tokens": self._predictor.num_tokens,
         }
         values = {**info, **snap}
         status.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]

@@ -37,7 +37,19 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "auto", "Inference device: auto (cuda if available, else cpu), cpu, cuda, cuda:N.", restart=True),
     ParamSpec("precision", "fp32", "Network precision: fp32, fp16 or bf16 (autocast; use fp16/bf16 on CUDA).",
               restart=True, choices=("fp32", "fp16", "bf16")),
-    ParamSpec("backend", "torch", "Inference backend: torch.", restart=True, choices=("torch",)),
+    ParamSpec("backend", "torch", "Inference backend: torch (PyTorch eager, optionally compiled) or onnx (ONNX "
+              "Runtime running onnx_path; post-processing stays in torch).", restart=True, choices=("torch", "onnx")),
+    ParamSpec("onnx_path", "", "ONNX file for backend=onnx (from 'moge2-ros export-onnx' or an official export). "
+              "Read-only at run time.", read_only=True),
+    ParamSpec("onnx_providers", ["tensorrt", "cuda", "cpu"], "ONNX Runtime execution providers in order of "
+              "preference; a missing one is skipped with a warning.", restart=True),
+    ParamSpec("onnx_cache_dir", "", "TensorRT engine cache folder for backend=onnx ('' = no cache). Read-only at run "
+              "time.", read_only=True),
+    ParamSpec("compile", False, "backend=torch: torch.compile the network (one graph per token grid; the first "
+              "frame of each new grid compiles for tens of seconds).", restart=True),
+    ParamSpec("channels_last", False, "backend=torch: channels-last memory format for the conv decoder.", restart=True),
+    ParamSpec("cuda_graphs", False, "backend=torch on CUDA: replay CUDA graphs for fixed camera sizes.", restart=True),
+    ParamSpec("pinned_memory", False, "backend=torch on CUDA: pinned host memory for image uploads.", restart=True),
     ParamSpec("resolution_level", 9, "Token budget level 0..9 inside the model's num_tokens_range (9 = most detail).",
               int_range=(0, 9)),
     ParamSpec("num_tokens", 0, "Explicit ViT token budget (0 = use resolution_level).", int_range=(0, 100000)),
