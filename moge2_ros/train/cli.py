@@ -1,0 +1,226 @@
+"""``moge2-ros train`` and ``moge2-ros finetune`` (registered through :func:`add_parsers`).
+
+* ``moge2-ros train CONFIG [--resume] [--output DIR] [--steps N] [--device D]``: train as the YAML file says.
+* ``moge2-ros finetune --model SRC --data FOLDER|BAG [--output DIR] [--steps N] [--config YAML] ...``: continue
+  training a checkpoint on a folder dataset or a rosbag2 recording with a lower learning rate.
+
+Multi-GPU / multi-node: start either under ``torchrun``, e.g.
+``torchrun --nproc_per_node 4 -m moge2_ros train CONFIG``.  Nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parsers", "cmd_train", "cmd_finetune", "finetune_config_dict", "CPU_LOSS_OVERRIDES"]
+
+#: Loss settings for CPU training: the official alignment resolutions (48 global; 24 / 12 / 6 local) and patch
+#: counts cost seconds per instance on a CPU (the robust alignments are O(N^2 log N) in the N = resolution^2
+#: aligned points).  ``finetune`` applies these when it runs on a CPU and ``--config`` sets no loss section.
+CPU_LOSS_OVERRIDES: dict[str, Any] = {
+    "A": {"global": {"align_resolution": 16}, "patch_4": {"align_resolution": 8},
+          "patch_16": {"align_resolution": 6, "num_patches": 64},
+          "patch_64": {"align_resolution": 4, "num_patches": 256}},
+    "B": {"global": {"align_resolution": 16}, "patch_4": {"align_resolution": 8},
+          "patch_16": {"align_resolution": 6, "num_patches": 64}},
+    "C": {"global": {"align_resolution": 16}, "patch_4": {"align_resolution": 8}},
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``train`` and ``finetune`` on the ``moge2-ros`` subcommand parser ``sub``."""
+    train = sub.add_parser(
+        "train",
+        help="train a MoGe-2 model as a YAML config says (single process, or under torchrun)",
+        description=(
+            "Train a MoGe-2 model as CONFIG says (see docs/TRAINING.md for every key). Writes OUTPUT/config.yaml, "
+            "OUTPUT/log.jsonl, OUTPUT/checkpoints/step_NNNNNNNN.pt (official {'model_config', 'model'} format) "
+            "with a .state.pt beside each (optimizer, scheduler, RNG, step) for exact resume, validation JSONs, "
+            "TensorBoard events in OUTPUT/tb, and OUTPUT/model.pt at the end. Multi-GPU / multi-node: "
+            "torchrun --nproc_per_node N -m moge2_ros train CONFIG."
+        ),
+        epilog="Exit status: 0 success, 1 runtime error (bad config, data, model), 2 usage error.",
+    )
+    train.add_argument("config", type=Path, metavar="CONFIG", help="training configuration (YAML)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from OUTPUT/checkpoints/latest.json (start fresh when there is none)")
+    train.add_argument("--output", "-o", type=Path, metavar="DIR", help="run folder (overrides output_dir)")
+    train.add_argument("--steps", type=_positive_int, metavar="N", help="total optimizer steps (overrides loop.steps)")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides loop.device")
+    train.set_defaults(handler=cmd_train)
+
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune a model on a folder dataset or a rosbag2 recording",
+        description=(
+            "Fine-tune the model SRC on FOLDER (the documented folder format) or BAG (a rosbag2 recording: image + "
+            "registered depth or LiDAR cloud + camera_info topics) with a lower learning rate (head 2e-5, "
+            "backbone 2e-6, cosine decay). --config YAML overlays any part of the configuration (same keys as "
+            "'train'). On a CPU the loss alignments run at reduced resolution unless --config sets 'loss'. "
+            "The result is OUTPUT/model.pt, loadable by 'infer', the node and the official code."
+        ),
+        epilog="Exit status: 0 success, 1 runtime error, 2 usage error.",
+    )
+    ft.add_argument("--model", metavar="SRC",
+                    help="model.pt / .safetensors / model folder / Hugging Face id to start from (default: the bundled demo model)")
+    ft.add_argument("--data", required=True, type=Path, metavar="FOLDER|BAG",
+                    help="folder dataset, or a rosbag2 folder / .mcap / .db3 file (needs --image-topic)")
+    ft.add_argument("--output", "-o", type=Path, default=Path("runs/finetune"), metavar="DIR",
+                    help="run folder (default: runs/finetune)")
+    ft.add_argument("--steps", type=_positive_int, metavar="N", help="optimizer steps (default 1000)")
+    ft.add_argument("--config", type=Path, metavar="YAML", help="partial training config overlaid on the defaults")
+    ft.add_argument("--lr", type=_positive_float, metavar="LR",
+                    help="head learning rate (the backbone gets LR / 10)")
+    ft.add_argument("--batch-size", type=_positive_int, metavar="B", help="per-process batch (default 2)")
+    ft.add_argument("--device", choices=("auto", "cpu", "cuda"), help="training device (default auto)")
+    ft.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning run in OUTPUT")
+    bag = ft.add_argument_group("rosbag2 input")
+    bag.add_argument("--image-topic", metavar="TOPIC", help="sensor_msgs/Image or CompressedImage topic")
+    labels = bag.add_mutually_exclusive_group()
+    labels.add_argument("--depth-topic", metavar="TOPIC", help="registered depth image topic (label type B)")
+    labels.add_argument("--cloud-topic", metavar="TOPIC", help="PointCloud2 LiDAR topic (label type C)")
+    bag.add_argument("--camera-info-topic", metavar="TOPIC",
+                     help="CameraInfo topic (default: the image topic's sibling camera_info)")
+    bag.add_argument("--tolerance-ms", type=_positive_float, metavar="MS",
+                     help="largest image/label stamp offset (default: the bag reader's)")
+    ft.set_defaults(handler=cmd_finetune)
+
+
+# ------------------------------------------------------------------------------------------------ handlers
+
+
+def _run(cfg: Any, resume: bool) -> int:
+    from moge2_ros.train.trainer import train
+
+    result = train(cfg, resume=resume)
+    if result.model_path is not None:
+        print(result.model_path)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``moge2-ros train``: see the subcommand help."""
+    from moge2_ros.cli import UsageError
+    from moge2_ros.train.config import load_config
+
+    if not args.config.is_file():
+        raise UsageError(f"CONFIG: no such file: {args.config}")
+    overrides: dict[str, Any] = {}
+    if args.output is not None:
+        overrides["output_dir"] = str(args.output)
+    if args.steps is not None:
+        overrides.setdefault("loop", {})["steps"] = args.steps
+    if args.device is not None:
+        overrides.setdefault("loop", {})["device"] = args.device
+    return _run(load_config(args.config, overrides), args.resume)
+
+
+def _looks_like_bag(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix in (".mcap", ".db3")
+    return (path / "metadata.yaml").is_file() or any(path.glob("*.mcap")) or any(path.glob("*.db3"))
+
+
+def _data_source(args: argparse.Namespace) -> dict[str, Any]:
+    from moge2_ros.cli import UsageError
+
+    path: Path = args.data
+    if not path.exists():
+        raise UsageError(f"--data: no such folder or file: {path}")
+    topics = (args.image_topic, args.depth_topic, args.cloud_topic, args.camera_info_topic, args.tolerance_ms)
+    if any(t is not None for t in topics) or _looks_like_bag(path):
+        if not args.image_topic:
+            raise UsageError(f"--data {path} is a rosbag2 recording: give --image-topic and --depth-topic or "
+                             "--cloud-topic")
+        if not (args.depth_topic or args.cloud_topic):
+            raise UsageError("--data BAG: give --depth-topic (registered depth) or --cloud-topic (LiDAR)")
+        source: dict[str, Any] = {"kind": "bag", "path": str(path), "image_topic": args.image_topic,
+                                  "depth_topic": args.depth_topic, "cloud_topic": args.cloud_topic,
+                                  "camera_info_topic": args.camera_info_topic}
+        if args.tolerance_ms is not None:
+            source["tolerance_ms"] = args.tolerance_ms
+        return source
+    if not path.is_dir():
+        raise UsageError(f"--data: {path} is neither a dataset folder nor a rosbag2 recording (.mcap/.db3)")
+    return {"kind": "folder", "root": str(path)}
+
+
+def finetune_config_dict(model: str, source: dict[str, Any], output: str, steps: int = 1000) -> dict[str, Any]:
+    """The default fine-tuning configuration (a plain dict in the YAML schema)."""
+    return {
+        "output_dir": output,
+        "model": {"init": model, "preset": None},
+        "data": {"train": [source], "augment": {"image_size": [240, 320]}},
+        "optim": {"lr_head": 2e-5, "lr_backbone": 2e-6},
+        "schedule": {"kind": "cosine", "warmup_steps": min(50, max(1, steps // 10)), "min_lr_ratio": 0.1},
+        "loop": {"steps": steps, "batch_size": 2, "num_tokens_range": [1200, 2400]},
+        "checkpoint": {"every": 200, "keep": 2},
+        "log": {"every": 10},
+    }
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """``moge2-ros finetune``: see the subcommand help."""
+    import yaml
+
+    from moge2_ros.cli import UsageError
+    from moge2_ros.train.config import TrainConfigError, config_from_dict, merge_dicts
+    from moge2_ros.train.distributed import resolve_train_device
+
+    source = _data_source(args)
+    data = finetune_config_dict(args.model, source, str(args.output), args.steps or 1000)
+    user: dict[str, Any] = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise UsageError(f"--config: no such file: {args.config}")
+        try:
+            user = yaml.safe_load(args.config.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise TrainConfigError(f"{args.config}: not valid YAML: {' '.join(str(exc).split())}") from None
+        if not isinstance(user, dict):
+            raise TrainConfigError(f"{args.config}: expected a mapping at the top level")
+        data = merge_dicts(data, user)
+    cli: dict[str, Any] = {"output_dir": str(args.output), "model": {"init": args.model}}
+    if args.steps is not None:
+        cli.setdefault("loop", {})["steps"] = args.steps
+    if args.batch_size is not None:
+        cli.setdefault("loop", {})["batch_size"] = args.batch_size
+    if args.device is not None:
+        cli.setdefault("loop", {})["device"] = args.device
+    if args.lr is not None:
+        cli["optim"] = {"lr_head": args.lr, "lr_backbone": args.lr / 10}
+    data = merge_dicts(data, cli)
+    data["data"]["train"] = [source]  # --data is the training set (a data.train in --config is replaced)
+    device = resolve_train_device(data.get("loop", {}).get("device", "auto"))
+    if device.type == "cpu" and "loss" not in user:
+        data["loss"] = {"overrides": CPU_LOSS_OVERRIDES}
+        if "num_tokens_range" not in user.get("loop", {}):
+            data["loop"]["num_tokens_range"] = [400, 800]
+    try:
+        cfg = config_from_dict(data)
+    except TrainConfigError as exc:
+        where = f"{args.config}: " if args.config is not None else ""
+        raise TrainConfigError(f"{where}{exc}") from None
+    return _run(cfg, args.resume)
