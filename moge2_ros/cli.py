@@ -42,6 +42,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "moge2_ros.refine.cli",
     "moge2_ros.eval.cli",
     "moge2_ros.backends.cli",
+    "moge2_ros.train.cli",
 )
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
@@ -142,9 +143,10 @@ def build_parser() -> _Parser:
         epilog="Exit status: 0 success, 1 runtime error (model, inference, unreadable image), 2 usage error.",
     )
     infer.add_argument("inputs", nargs="+", metavar="IMAGE|FOLDER", help="image file(s) or folder(s) of images")
-    infer.add_argument("--model", required=True, metavar="SRC",
+    infer.add_argument("--model", metavar="SRC",
                        help="model.pt / .safetensors file, model directory or Hugging Face id "
-                            "(e.g. Ruicheng/moge-2-vitl-normal, needs the 'hub' extra)")
+                            "(e.g. Ruicheng/moge-2-vitl-normal, needs the 'hub' extra); default: the bundled demo "
+                            "model (synthetic-trained, 1.5 M parameters)")
     infer.add_argument("--output", "-o", required=True, type=Path, metavar="DIR", help="output folder (created)")
     cam = infer.add_mutually_exclusive_group()
     cam.add_argument("--fov-x", type=_fov, metavar="DEG", help="known horizontal field of view in degrees")
@@ -197,7 +199,7 @@ def build_parser() -> _Parser:
                     "DURATION seconds printing rates, latency and the depth error against the rendered ground "
                     "truth, then stop both. Without --model an UNTRAINED demo model is built and used.",
     )
-    demo.add_argument("--model", metavar="SRC", help="model source (default: build out/demo_model.pt, untrained)")
+    demo.add_argument("--model", metavar="SRC", help="model source (default: the bundled demo model)")
     demo.add_argument("--duration", type=_positive_float, default=20.0, metavar="S", help="seconds (default 20)")
     demo.add_argument("--rate", type=_positive_float, default=5.0, metavar="HZ", help="camera rate (default 5)")
     demo.add_argument("--width", type=_positive_int, default=640, help="camera width (default 640)")
@@ -487,16 +489,9 @@ def cmd_make_example_image(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``moge2-ros demo``: the demo camera and the node, monitored (see :mod:`moge2_ros.ros.run_demo`)."""
-    from moge2_ros.demo import UNTRAINED_WARNING, make_demo_model
-
-    model = args.model
-    if model is None:
-        model = str(make_demo_model(Path("out") / "demo_model.pt"))
-        print(f"[demo] built {model}")
-        print(f"[demo] {UNTRAINED_WARNING}")
     from moge2_ros.ros.run_demo import run_demo
 
-    return run_demo(model, duration=args.duration, rate_hz=args.rate, width=args.width, height=args.height,
+    return run_demo(args.model, duration=args.duration, rate_hz=args.rate, width=args.width, height=args.height,
                     resolution_level=args.resolution_level, log_dir=args.log_dir)
 
 
@@ -520,6 +515,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
+        if getattr(args, "model", "") is None:  # every --model defaults to the bundled demo model
+            from moge2_ros.assets import DEMO_MODEL_NOTE, resolve_default_model
+
+            args.model, _ = resolve_default_model(None)
+            print(f"{PROG}: {DEMO_MODEL_NOTE}", file=sys.stderr)
         return int(args.handler(args))
     except SystemExit as exc:  # --help / --version
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)

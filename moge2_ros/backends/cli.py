@@ -29,7 +29,7 @@ def add_parsers(sub: Any) -> None:
         description="Export a MoGe-2 model to ONNX and validate it (onnx checker + ONNX Runtime outputs compared "
                     "with PyTorch on several sizes); a file that does not match is not written.",
     )
-    p.add_argument("--model", required=True, help="checkpoint: model.pt, .safetensors, folder or Hugging Face id")
+    p.add_argument("--model", help="checkpoint: model.pt, .safetensors, folder or Hugging Face id (default: the bundled demo model)")
     p.add_argument("--output", required=True, help="output .onnx file")
     p.add_argument("--dynamic", action="store_true",
                    help="dynamic batch, height and width and a num_tokens input (default: static 1x3xHxW graph "

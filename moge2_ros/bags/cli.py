@@ -53,9 +53,9 @@ def add_parsers(sub: Any) -> None:
     )
     infer.add_argument("in_bag", type=Path, metavar="IN_BAG", help="input rosbag2 folder or .mcap / .db3 file")
     infer.add_argument("out_bag", type=Path, metavar="OUT_BAG", help="output rosbag2 folder (created)")
-    infer.add_argument("--model", required=True, metavar="SRC",
+    infer.add_argument("--model", metavar="SRC",
                        help="model.pt / .safetensors file, model folder or Hugging Face id (e.g. "
-                            "Ruicheng/moge-2-vitl-normal); 'moge2-ros make-demo-model' makes an untrained test model")
+                            "Ruicheng/moge-2-vitl-normal); default: the bundled demo model")
     infer.add_argument("--image-topic", metavar="TOPIC", help="Image or CompressedImage topic (default: the only one)")
     infer.add_argument("--camera-info-topic", metavar="TOPIC",
                        help="CameraInfo of the image (default: the image's sibling .../camera_info when present)")

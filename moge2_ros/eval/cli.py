@@ -45,8 +45,8 @@ def _groups(text: str) -> list[str]:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="SRC",
-                   help="model.pt / .safetensors file, model directory or Hugging Face id")
+    p.add_argument("--model", metavar="SRC",
+                   help="model.pt / .safetensors file, model directory or Hugging Face id (default: the bundled demo model)")
     p.add_argument("--device", metavar="cpu|cuda", help="inference device (default: cuda when available, else cpu)")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="network precision")
     res = p.add_mutually_exclusive_group()

@@ -73,8 +73,8 @@ def add_parsers(sub: Any) -> None:
                     "in OUTPUT/refine_progress.jsonl are skipped. The input is never modified.",
         epilog="Exit status: 0 success, 1 runtime error, 2 usage error.",
     )
-    parser.add_argument("--model", required=True, metavar="SRC",
-                        help="synthetic-trained model: model.pt / .safetensors, model directory or Hugging Face id")
+    parser.add_argument("--model", metavar="SRC",
+                        help="synthetic-trained model: model.pt / .safetensors, model directory or Hugging Face id (default: the bundled demo model)")
     parser.add_argument("--data", required=True, type=Path, metavar="FOLDER|BAG",
                         help="folder dataset, 7-Scenes sequence folder, or rosbag2 folder / .mcap / .db3 file")
     parser.add_argument("--output", "-o", required=True, type=Path, metavar="FOLDER",

@@ -107,12 +107,13 @@ class Moge2Node(Node):
         self._worker = threading.Thread(target=self._run_worker, name="moge2_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: model '{self.cfg['model']}' on {self._predictor.device} ({self.cfg['precision']}), "
+            f"ready: model '{self._model_id}' on {self._predictor.device} ({self.cfg['precision']}), "
             f"{self._predictor.num_tokens} tokens, input '{self._image_sub.topic_name}'"
         )
 
     # ------------------------------------------------------------------------------------------------ set-up
     def _build_predictor(self) -> Any:
+        from ..assets import DEMO_MODEL_NOTE, resolve_default_model
         from ..checkpoints import load_model
         from ..inference import Predictor, resolve_device
 
@@ -125,16 +126,18 @@ class Moge2Node(Node):
                 raise ModelLoadError("backend 'onnx' needs parameter 'onnx_path' (an ONNX file from "
                                      "'moge2-ros export-onnx' or an official export)")
             model = load_model(source, device=torch_device) if source else None
+            self._model_id = str(cfg["onnx_path"])
             predictor = Predictor(model, backend="onnx", onnx_path=cfg["onnx_path"],
                                   onnx_providers=list(cfg["onnx_providers"]) or None,
                                   onnx_cache_dir=cfg["onnx_cache_dir"] or None, **common)
         else:
             from ..backends.torch_options import TorchOptions
 
-            if not source:
-                raise ModelLoadError("parameter 'model' is empty: give a model file, directory or Hugging Face id "
-                                     "(e.g. --ros-args -p model:=/path/to/model.pt)")
+            source, is_default = resolve_default_model(source)
+            if is_default:
+                self.get_logger().warning(f"parameter 'model' is empty: {DEMO_MODEL_NOTE}")
             model = load_model(source, device=torch_device)
+            self._model_id = str(source)
             options = TorchOptions(compile=cfg["compile"], cuda_graphs=cfg["cuda_graphs"],
                                    channels_last=cfg["channels_last"], pinned_memory=cfg["pinned_memory"])
             predictor = Predictor(model, torch_options=options, **common)
@@ -314,7 +317,7 @@ class Moge2Node(Node):
         m.fov_y_deg = float(geo.fov_y[0])
         m.num_tokens = int(geo.num_tokens)
         m.inference_ms = float(inference_s * 1e3)
-        m.model_id = str(cfg["model"])
+        m.model_id = self._model_id
         if hasattr(m, "valid_fraction"):
             m.valid_fraction = float(geo.mask[0].float().mean())
         return m
@@ -334,7 +337,7 @@ class Moge2Node(Node):
             status.level, status.message = DiagnosticStatus.OK, "running"
         info = {
             "backend": self.cfg["backend"], "device": str(self._predictor.device), "precision": self.cfg["precision"],
-            "model": self.cfg["model"] or self.cfg["onnx_path"], "num_tokens": self._predictor.num_tokens,
+            "model": self._model_id, "num_tokens": self._predictor.num_tokens,
         }
         values = {**info, **snap}
         status.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]

@@ -36,6 +36,7 @@ setup(
     maintainer=PROJECT["authors"][0]["name"],
     maintainer_email=PROJECT["authors"][0]["email"],
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={f"{PACKAGE}.assets": ["*.safetensors"]},  # the bundled demo model
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
