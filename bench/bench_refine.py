@@ -16,7 +16,7 @@ timing and a 7-Scenes run.  Prints Markdown tables to stdout (progress on stderr
 * ``poisson``: both solvers (scipy direct, torch multigrid-started PCG) on a 640x480 problem with 30 % unknowns
   in blobs; their agreement and time.
 * ``sevenscenes``: real Kinect frames (read in place from ``../shared/data/sevenscenes-redkitchen``) refined with
-  the given model (``--model``; default: a freshly made UNTRAINED demo model, which only shows the plumbing).
+  the given model (``--model``; default: the bundled demo model).
   Reports % filtered, % filled, time per frame, and a hold-out completion test: 10 % of the kept real pixels (in
   blobs) are hidden, filled by the Poisson completion with the model as guide, and compared with the hidden real
   depth (AbsRel), next to the model's depth aligned by one global scale.  ``--images DIR`` writes before/after
@@ -217,14 +217,10 @@ def run_sevenscenes(args: argparse.Namespace) -> dict[str, Any]:
     from moge2_ros.refine.poisson import solve_log_depth_poisson
     from moge2_ros.geometry.alignment import align_depth_scale
 
-    model_path = args.model
-    model_note = str(model_path)
-    if model_path is None:
-        from moge2_ros.demo import make_demo_model
+    from moge2_ros.assets import resolve_default_model
 
-        model_path = Path(tempfile.mkdtemp()) / "demo_untrained.pt"
-        make_demo_model(model_path)
-        model_note = "UNTRAINED demo model (random weights): plumbing only"
+    model_path, is_default = resolve_default_model(args.model)
+    model_note = "bundled demo model (synthetic-trained, 1.5 M parameters)" if is_default else str(model_path)
     predictor = Predictor(load_model(model_path, device=args.device), device=args.device,
                           resolution_level=args.resolution_level)
     data = SevenScenesDataset(args.data)
@@ -313,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     poi.add_argument("--repeats", type=int, default=3)
     sev = sub.add_parser("sevenscenes", help="7-Scenes real frames")
     sev.add_argument("--data", type=Path, default=SEVENSCENES)
-    sev.add_argument("--model", type=Path, default=None, help="model checkpoint (default: untrained demo model)")
+    sev.add_argument("--model", type=Path, default=None, help="model checkpoint (default: the bundled demo model)")
     sev.add_argument("--frames", type=int, default=10)
     sev.add_argument("--resolution-level", type=int, default=9)
     sev.add_argument("--images", type=Path, default=None, help="write before/after PNGs here")
