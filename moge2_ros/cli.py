@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import re
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from moge2_ros.cli_args import fov, positive_float, positive_int, resolution_level
 from moge2_ros.errors import InputError, Moge2RosError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,41 +71,7 @@ def _os_error_text(exc: OSError) -> str:
 # ---------------------------------------------------------------------------------------------- argument types
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
-def _fov(text: str) -> float:
-    value = _positive_float(text)
-    if not value < 180.0:
-        raise argparse.ArgumentTypeError(f"expected degrees in (0, 180), got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}")
-    return value
-
-
-def _resolution_level(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer 0-9, got {text!r}") from None
-    if not 0 <= value <= 9:
-        raise argparse.ArgumentTypeError(f"expected an integer 0-9, got {text!r}")
-    return value
+_positive_float, _fov, _positive_int, _resolution_level = positive_float, fov, positive_int, resolution_level
 
 
 def _device(text: str) -> str:

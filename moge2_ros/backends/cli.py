@@ -9,16 +9,7 @@ import argparse
 import json
 import sys
 from typing import Any
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+from moge2_ros.cli_args import positive_int as _positive_int
 
 
 def add_parsers(sub: Any) -> None:

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+from moge2_ros.cli_args import positive_float as _positive_float
 
 __all__ = ["add_parsers", "cmd_bag_infer", "cmd_make_bag"]
 
@@ -24,16 +25,6 @@ def _int_at_least(minimum: int) -> Any:
         return value
 
     return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
 
 
 def add_parsers(sub: Any) -> None:

@@ -10,6 +10,7 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+from moge2_ros.cli_args import positive_int as _count
 
 __all__ = ["add_parsers", "cmd_make_synthetic"]
 
@@ -22,16 +23,6 @@ def _size(text: str) -> tuple[int, int]:
     if not (8 <= width <= 8192 and 8 <= height <= 8192):
         raise argparse.ArgumentTypeError(f"width and height must be in [8, 8192] pixels, got {text!r}")
     return width, height
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def add_parsers(sub: Any) -> None:

@@ -9,31 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+from moge2_ros.cli_args import positive_int as _positive_int, positive_float as _positive_float
 
 __all__ = ["add_parsers", "cmd_eval", "cmd_bag_eval"]
 
 _GROUPS = ("depth_metric", "depth_scale_invariant", "depth_affine_invariant", "disparity_affine_invariant",
            "points_metric", "points_scale_invariant", "points_affine_invariant", "fov_x", "boundary")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
 
 
 def _groups(text: str) -> list[str]:

@@ -20,6 +20,7 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
+from moge2_ros.cli_args import positive_int as _positive_int, resolution_level as _level
 
 __all__ = ["add_parsers", "cmd_refine"]
 
@@ -27,26 +28,6 @@ PROGRESS_FILE = "refine_progress.jsonl"
 CONFIG_FILE = "refine_config.json"
 SUMMARY_FILE = "refine_summary.json"
 _BAG_SUFFIXES = (".mcap", ".db3")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _level(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer 0-9, got {text!r}") from None
-    if not 0 <= value <= 9:
-        raise argparse.ArgumentTypeError(f"expected an integer 0-9, got {text!r}")
-    return value
 
 
 def _tolerance(text: str) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+from moge2_ros.cli_args import positive_int as _positive_int, positive_float as _positive_float
 
 __all__ = ["add_parsers", "cmd_train", "cmd_finetune", "finetune_config_dict", "CPU_LOSS_OVERRIDES"]
 
@@ -27,26 +28,6 @@ CPU_LOSS_OVERRIDES: dict[str, Any] = {
           "patch_16": {"align_resolution": 6, "num_patches": 64}},
     "C": {"global": {"align_resolution": 16}, "patch_4": {"align_resolution": 8}},
 }
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
 
 
 def add_parsers(sub: Any) -> None:
