@@ -70,7 +70,7 @@ def _pad_prefix(prefix: torch.Tensor) -> torch.Tensor:
 
 def _sorted_prefix(keys: torch.Tensor, wx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys sorted per row (padded with -inf / +inf) and the prefix sums of ``wx`` in that order (padded)."""
-    keys_sorted, order = keys.sort(dim=-1)
+    keys_sorted, order = keys.sort(dim=-1, stable=True)  # stable: ties resolve the same on every run
     prefix = torch.cumsum(torch.gather(wx, -1, order), dim=-1)
     return _pad_keys(keys_sorted), _pad_prefix(prefix)
 
@@ -125,7 +125,7 @@ def align(
 
     if trunc is None:
         y_div_x = y / x.clamp_min(eps)
-        y_div_x, order = y_div_x.sort(dim=-1)
+        y_div_x, order = y_div_x.sort(dim=-1, stable=True)
         wx = torch.gather(x * w, -1, order)
         derivatives = 2 * wx.cumsum(dim=-1) - wx.sum(dim=-1, keepdim=True)
         search = torch.searchsorted(derivatives, torch.zeros_like(derivatives[..., :1]), side="left")
