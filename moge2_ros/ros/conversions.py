@@ -318,25 +318,14 @@ def points_to_cloud(
 ) -> PointCloud2:
     """``sensor_msgs/PointCloud2`` of a point map, readable by ``sensor_msgs_py.point_cloud2`` and RViz.
 
-    Fields, all FLOAT32 (``count = 1``), packed without padding (``point_step = 4 * number of fields``):
-    ``x, y, z`` (offsets 0, 4, 8; metres, optical frame); then ``rgb`` if ``rgb`` is given, packed in the PCL
-    convention (uint32 ``0x00RRGGBB`` reinterpreted as float32); then ``normal_x, normal_y, normal_z`` if
-    ``normals`` is given (a normal with a non-finite component is NaN).
-
-    A point is valid when x, y and z are all finite.
-    * organized: ``height = ceil(H / stride)``, ``width = ceil(W / stride)`` (pixels ``[::stride, ::stride]``),
-      invalid points have NaN x, y, z, ``is_dense = False``.
-    * unorganized: invalid points dropped, ``height = 1``, ``width`` = number of valid points, in row-major
-      pixel order; ``is_dense = True`` unless a kept point has a NaN normal.
+    The fields (x, y, z [, rgb] [, normal_x/y/z], FLOAT32, no padding), the validity rule and the organized /
+    unorganized layouts are those of :func:`moge2_ros.io.msg_codec.encode_cloud`, which packs the buffer; this
+    function adds the header and the ``PointField`` list.
 
     Args:
         header: the input image's header (carried unchanged).
-        points: ``(H, W, 3)`` float points in metres, optical frame (REP 103: x right, y down, z forward).
-        rgb: optional ``(H, W, 3)`` RGB colours of the points: uint8, or float in [0, 1] (as :func:`image_to_rgb`
-            returns for mono16; scaled by 255 and rounded, clipped to [0, 1], NaN -> 0).
-        normals: optional ``(H, W, 3)`` float unit normals, optical frame.
-        organized: keep the image layout (True) or drop invalid points (False).
-        stride: keep every ``stride``-th pixel in both directions (>= 1).
+        points, rgb, normals, organized, stride: as :func:`moge2_ros.io.msg_codec.encode_cloud` (metres, optical
+            frame; rgb uint8 or float in [0, 1]).
 
     Raises:
         ConversionError: bad header, shapes, dtypes or stride.
