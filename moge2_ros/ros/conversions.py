@@ -95,24 +95,16 @@ def _image_msg(header: Header, fields: codec.ImageFields) -> Image:
 def image_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a ``sensor_msgs/Image`` into a channels-last RGB array for the Predictor.
 
-    Row padding (``step > width * bytes_per_pixel``) is honoured; trailing bytes after ``step * height`` are
-    ignored. Everything is checked before a byte is read: known encoding, ``0 < width``, ``0 < height``,
-    ``width * height <= max_pixels``, ``step >= width * bytes_per_pixel``, ``len(data) >= step * height``.
-
-    Args:
-        msg: the image. Encodings: ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8`` (alpha dropped), ``mono8``,
-            ``mono16`` (``is_bigendian`` honoured) and the aliases ``8UC3`` (= ``bgr8``, OpenCV's order),
-            ``8UC1`` (= ``mono8``), ``16UC1`` (= ``mono16``); matched case-insensitively.
-        max_pixels: largest accepted ``width * height``.
+    Encodings, checks, row padding and the returned view are those of
+    :func:`moge2_ros.io.msg_codec.decode_image_rgb` (rgb8, bgr8, rgba8, bgra8, mono8, mono16 and the 8UC3 / 8UC1 /
+    16UC1 aliases; everything checked before a byte is read).
 
     Returns:
-        ``(H, W, 3)`` RGB: uint8 for the 8-bit encodings (grey replicated to 3 channels); float32 in [0, 1]
-        (value / 65535) for 16-bit grey. The array is a **read-only**, possibly non-contiguous view of the
-        message buffer where possible (8-bit encodings; grey is a broadcast view): copy it before writing.
-        ``moge2_ros.inference`` accepts it as is.
+        ``(H, W, 3)`` RGB: uint8 for 8-bit encodings, float32 in [0, 1] for 16-bit grey; a read-only view of the
+        message buffer where possible.
 
     Raises:
-        ConversionError: unsupported encoding, bad size, step or data length, non-buffer data.
+        ConversionError: not an Image, unsupported encoding, bad size, step or data length.
     """
     _require_type(msg, Image, "image")
     return codec.decode_image_rgb(msg, max_pixels)
@@ -142,23 +134,15 @@ def image_to_float(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDAr
 def compressed_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG) into RGB with Pillow.
 
-    Like ``image_transport``'s compressed subscriber, the data is decoded by its content (only the JPEG and PNG
-    decoders are enabled); ``format`` must be empty, ``"jpeg"``/``"jpg"``/``"png"`` or compressed_image_transport's
-    ``"<encoding>; jpeg|png compressed <encoding>"`` (e.g. ``"rgb8; jpeg compressed bgr8"``). ``compressedDepth``
-    is rejected. The size in the header is checked against ``max_pixels`` before anything is decoded
-    (decompression bombs), and Pillow's own bomb check applies too. EXIF orientation is not applied: a camera
-    image must stay in sensor orientation to match its CameraInfo.
-
-    Args:
-        msg: the compressed image.
-        max_pixels: largest accepted ``width * height``.
+    Accepted ``format`` strings, the decompression-bomb checks and the colour conversions are those of
+    :func:`moge2_ros.io.msg_codec.decode_compressed_rgb`.
 
     Returns:
-        ``(H, W, 3)`` uint8 RGB, C-contiguous. Grey is replicated, alpha dropped, 16-bit grey PNG scaled to
-        8 bits (value / 257, rounded).
+        ``(H, W, 3)`` uint8 RGB, C-contiguous.
 
     Raises:
-        ConversionError: empty, corrupt, truncated or non-JPEG/PNG data; unsupported format; too large.
+        ConversionError: not a CompressedImage; empty, corrupt, truncated or non-JPEG/PNG data; unsupported
+            format; too large.
     """
     _require_type(msg, CompressedImage, "compressed image")
     return codec.decode_compressed_rgb(msg, max_pixels)
@@ -170,21 +154,14 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS
 def camera_info_to_k(msg: CameraInfo, width: int, height: int) -> npt.NDArray[np.float64]:
     """The intrinsic matrix K of a ``sensor_msgs/CameraInfo``, checked against the image it belongs to.
 
-    K is used as given (pixel units, optical frame); the distortion ``d`` is ignored, so the image should be
-    rectified (or distortion negligible). ``msg.width``/``msg.height`` must equal the image size; 0x0 (sent by
-    some drivers) is accepted and means "the image size". Binning and a region of interest are not supported
-    yet and are rejected.
-
-    Args:
-        msg: the camera info.
-        width, height: size of the image it is used with, pixels.
+    The rules (K used as given, distortion ignored, size must match or be 0x0, binning and ROI rejected) are
+    those of :func:`moge2_ros.io.msg_codec.check_camera_info`.
 
     Returns:
         ``(3, 3)`` float64 K = ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``, pixels (a copy).
 
     Raises:
-        ConversionError: non-finite K, fx or fy <= 0, non-zero skew, last row not (0, 0, 1), size mismatch,
-            binning or ROI set.
+        ConversionError: not a CameraInfo, or K / size / binning / ROI rejected by the codec.
     """
     _require_type(msg, CameraInfo, "camera_info")
     _require_type(msg.roi, RegionOfInterest, "camera_info.roi")
