@@ -25,13 +25,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from moge2_ros.errors import GeometryError
 from moge2_ros.geometry._checks import check_intrinsics_shape, check_map_mask, check_point_map, check_size_pair
 from moge2_ros.geometry.intrinsics import intrinsics_from_focal_center
-from moge2_ros.geometry.uv import normalized_view_plane_uv, pixel_center_grid
+from moge2_ros.geometry.uv import grid_from_axes, pixel_center_axes, view_plane_axes
 
 __all__ = [
     "recover_focal_shift",
@@ -49,17 +50,31 @@ _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE (pairwise summation leaf size)
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _nearest_lr(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(B, H, W, C)`` -> ``(B, h, w, C)`` with ``F.interpolate(mode='nearest')`` (the official selection)."""
-    return F.interpolate(x.permute(0, 3, 1, 2), size, mode="nearest").permute(0, 2, 3, 1)
+def _nearest_indices(height: int, width: int, size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``(h,)`` and columns ``(w,)`` that ``F.interpolate(mode='nearest')`` from ``H x W`` to ``size`` picks.
+
+    Asked of ``interpolate`` itself (on exact float32 index ramps), so the selection is the official one; the
+    maps are then sampled by indexing instead of resizing full-resolution grids.
+    """
+    rows = torch.arange(height, dtype=torch.float32, device=device).reshape(1, 1, height, 1)
+    cols = torch.arange(width, dtype=torch.float32, device=device).reshape(1, 1, 1, width)
+    rows = F.interpolate(rows, (size[0], 1), mode="nearest").reshape(-1).long()
+    cols = F.interpolate(cols, (1, size[1]), mode="nearest").reshape(-1).long()
+    return rows, cols
 
 
-def _lr_valid(mask: torch.Tensor | None, batch: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """Low-resolution validity ``(B, h*w)`` bool: the mask goes through float32, nearest resize and ``> 0``."""
+def _nearest_lr(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W, C)`` -> ``(B, h, w, C)``: the nearest-resize samples at the rows and columns of
+    :func:`_nearest_indices`."""
+    return x.index_select(1, rows).index_select(2, cols)
+
+
+def _lr_valid(mask: torch.Tensor | None, batch: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Low-resolution validity ``(B, h*w)`` bool: the sampled mask through float32 and ``> 0``."""
     if mask is None:
-        return torch.ones(batch, size[0] * size[1], dtype=torch.bool, device=device)
-    m = mask.reshape(batch, 1, *mask.shape[-2:]).to(torch.float32)
-    return (F.interpolate(m, size, mode="nearest")[:, 0] > 0).reshape(batch, -1)
+        return torch.ones(batch, rows.numel() * cols.numel(), dtype=torch.bool, device=rows.device)
+    m = mask.reshape(batch, *mask.shape[-2:]).index_select(1, rows).index_select(2, cols)
+    return (m.to(torch.float32) > 0).reshape(batch, -1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -166,6 +181,32 @@ def _numpy_pairwise_sum(values: torch.Tensor, count: torch.Tensor | _PairwisePla
     return value[:, 0]
 
 
+class _RowSums:
+    """Sums of the first ``count[b]`` entries of every row of ``(B, L)`` tensors, in numpy's pairwise order.
+
+    The counts are fixed for one solve; every call sums ``parts`` tensors with those counts.  On the CPU numpy's
+    own ``add.reduce`` sums the rows (the official code sums exactly these arrays with numpy; a few microseconds
+    a row instead of ~80 tiny tensor ops).  On other devices the tensor replica :func:`_numpy_pairwise_sum` sums
+    all parts at once with a plan built once, without host syncs.
+    """
+
+    def __init__(self, count: torch.Tensor, length: int, parts: int):
+        on_cpu = count.device.type == "cpu"
+        self.host_counts: list[int] | None = [int(n) for n in count.tolist()] if on_cpu else None
+        self.plan = None if on_cpu else _pairwise_plan(count.repeat(parts), length)
+
+    def __call__(self, *values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.plan is not None:
+            return torch.chunk(_numpy_pairwise_sum(torch.cat(values, dim=0), self.plan), len(values))
+        assert self.host_counts is not None
+        out = []
+        for tensor in values:
+            rows = tensor.numpy()
+            sums = [np.add.reduce(rows[b, :n]) for b, n in enumerate(self.host_counts)]
+            out.append(torch.from_numpy(np.array(sums, dtype=rows.dtype).reshape(len(sums))))
+        return tuple(out)
+
+
 def _compact_valid(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Move the valid rows of ``x (B, N, C)`` to the front, keeping their order (like ``x[b][valid[b]]``)."""
     order = torch.sort((~valid).to(torch.int32), dim=1, stable=True).indices
@@ -193,16 +234,15 @@ class _Residual:
         self.xy, self.z, self.uv, self.focal = xy, z, uv, focal
         valid = torch.arange(xy.shape[1], device=xy.device) < count[:, None]
         self.valid2 = valid[..., None].expand_as(xy)
-        # the same counts at every evaluation: build numpy's summation tree once per solve
-        self.plan = _pairwise_plan((2 * count).repeat(2), 2 * xy.shape[1])
+        # the same counts at every evaluation: 2 * count values (u and v) in the numerator and denominator rows
+        self.sums = _RowSums(2 * count, 2 * xy.shape[1], parts=2)
 
     def __call__(self, s: torch.Tensor) -> torch.Tensor:
         batch = self.xy.shape[0]
         xy_p = self.xy / (self.z + s[:, None])[..., None]
         if self.focal is None:
-            terms = torch.cat([(xy_p * self.uv).reshape(batch, -1), (xy_p * xy_p).reshape(batch, -1)], dim=0)
-            sums = _numpy_pairwise_sum(terms, self.plan)
-            f = sums[:batch] / sums[batch:]
+            num, den = self.sums((xy_p * self.uv).reshape(batch, -1), (xy_p * xy_p).reshape(batch, -1))
+            f = num / den
         else:
             f = self.focal
         return torch.where(self.valid2, f[:, None, None] * xy_p - self.uv, 0.0)
@@ -264,8 +304,8 @@ def _loose_lm_shift(
         alpha = torch.where(jac[:, 0] < 0, -acnorm, acnorm)
         has_jac = acnorm != 0
         a = jac / alpha.where(has_jac, 1.0)[:, None]
-        a0 = a[:, 0] + 1.0
-        a = torch.cat([a0[:, None], a[:, 1:]], dim=1)
+        a[:, 0] += 1.0  # ``a`` is a fresh tensor
+        a0 = a[:, 0]
         qtf = r[:, 0] + a0 * (-_seq_sum(a * r) / a0)
         rdiag = -alpha
         nondegenerate = has_jac & (fnorm != 0)
@@ -332,10 +372,11 @@ def _recover_focal_shift_impl(
         trials = torch.zeros(max_iter, 0, dtype=torch.float64, device=device)
         return empty, empty.clone(), trials, empty.to(torch.float64)
 
-    uv = normalized_view_plane_uv(width, height, dtype=torch.float32, device=device)
-    pts_lr = _nearest_lr(pts, size).reshape(batch, -1, 3)  # (B, N, 3) float32
-    uv_lr = _nearest_lr(uv[None], size).reshape(1, -1, 2)  # (1, N, 2) float32
-    valid = _lr_valid(mask, batch, size, device)  # (B, N)
+    rows, cols = _nearest_indices(height, width, size, device)
+    u, v = view_plane_axes(width, height, dtype=torch.float32, device=device)
+    pts_lr = _nearest_lr(pts, rows, cols).reshape(batch, -1, 3)  # (B, N, 3) float32
+    uv_lr = grid_from_axes(u[cols], v[rows]).reshape(1, -1, 2)  # (1, N, 2) float32
+    valid = _lr_valid(mask, batch, rows, cols)  # (B, N)
     count = valid.sum(dim=1)
     solvable = count >= 2
 
@@ -359,9 +400,8 @@ def _recover_focal_shift_impl(
     if focal_b is None:
         # float32 focal from the float32 shift, summed in numpy's pairwise order (as the official numpy code).
         xy_p = xy / (z + shift[:, None])[..., None]
-        terms = torch.cat([(xy_p * uv_c).reshape(batch, -1), (xy_p * xy_p).reshape(batch, -1)], dim=0)
-        sums = _numpy_pairwise_sum(terms, (2 * count).repeat(2))
-        focal_out = torch.where(solvable, sums[:batch] / sums[batch:], 1.0)
+        num, den = residual.sums((xy_p * uv_c).reshape(batch, -1), (xy_p * xy_p).reshape(batch, -1))
+        focal_out = torch.where(solvable, num / den, 1.0)
     else:
         focal_out = focal_b
     return focal_out.reshape(batch_shape), shift.reshape(batch_shape), trials, shift64
@@ -467,10 +507,11 @@ def recover_shift_with_intrinsics(
         return torch.zeros(batch_shape, dtype=torch.float32, device=device)
     k = k.reshape(batch, 3, 3).to(device=device, dtype=torch.float64)
 
-    pts_lr = _nearest_lr(pts, size).reshape(batch, -1, 3).to(torch.float64)
-    grid = pixel_center_grid(width, height, dtype=torch.float64, device=device)
-    grid_lr = _nearest_lr(grid[None], size).reshape(1, -1, 2)
-    valid = _lr_valid(mask, batch, size, device) & torch.isfinite(pts_lr).all(dim=-1)
+    rows, cols = _nearest_indices(height, width, size, device)
+    u, v = pixel_center_axes(width, height, dtype=torch.float64, device=device)
+    pts_lr = _nearest_lr(pts, rows, cols).reshape(batch, -1, 3).to(torch.float64)
+    grid_lr = grid_from_axes(u[cols], v[rows]).reshape(1, -1, 2)
+    valid = _lr_valid(mask, batch, rows, cols) & torch.isfinite(pts_lr).all(dim=-1)
     count = valid.sum(dim=1)
     solvable = count >= 2
 

@@ -13,6 +13,23 @@ from __future__ import annotations
 import torch
 
 
+def view_plane_axes(
+    width: int,
+    height: int,
+    aspect_ratio: float | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1-D axes of :func:`normalized_view_plane_uv`: ``(u (W,), v (H,))``; the grid is their outer product."""
+    if aspect_ratio is None:
+        aspect_ratio = width / height
+    span_x = aspect_ratio / (1 + aspect_ratio**2) ** 0.5
+    span_y = 1 / (1 + aspect_ratio**2) ** 0.5
+    u = torch.linspace(-span_x * (width - 1) / width, span_x * (width - 1) / width, width, dtype=dtype, device=device)
+    v = torch.linspace(-span_y * (height - 1) / height, span_y * (height - 1) / height, height, dtype=dtype, device=device)
+    return u, v
+
+
 def normalized_view_plane_uv(
     width: int,
     height: int,
@@ -31,14 +48,17 @@ def normalized_view_plane_uv(
         ``(height, width, 2)`` tensor; ``[..., 0]`` is u (rightwards), ``[..., 1]`` is v (downwards).
         Computed with ``torch.linspace`` exactly like the official implementation.
     """
-    if aspect_ratio is None:
-        aspect_ratio = width / height
-    span_x = aspect_ratio / (1 + aspect_ratio**2) ** 0.5
-    span_y = 1 / (1 + aspect_ratio**2) ** 0.5
-    u = torch.linspace(-span_x * (width - 1) / width, span_x * (width - 1) / width, width, dtype=dtype, device=device)
-    v = torch.linspace(-span_y * (height - 1) / height, span_y * (height - 1) / height, height, dtype=dtype, device=device)
-    u, v = torch.meshgrid(u, v, indexing="xy")
-    return torch.stack([u, v], dim=-1)
+    u, v = view_plane_axes(width, height, aspect_ratio, dtype, device)
+    return grid_from_axes(u, v)
+
+
+def pixel_center_axes(
+    width: int, height: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1-D axes of :func:`pixel_center_grid`: ``(u (W,), v (H,))``."""
+    u = (torch.arange(width, dtype=dtype, device=device) + 0.5) / width
+    v = (torch.arange(height, dtype=dtype, device=device) + 0.5) / height
+    return u, v
 
 
 def pixel_center_grid(
@@ -49,7 +69,10 @@ def pixel_center_grid(
     Returns:
         ``(height, width, 2)`` tensor in [0, 1] ("uv units": the image spans [0, 1] on both axes).
     """
-    u = (torch.arange(width, dtype=dtype, device=device) + 0.5) / width
-    v = (torch.arange(height, dtype=dtype, device=device) + 0.5) / height
-    u, v = torch.meshgrid(u, v, indexing="xy")
-    return torch.stack([u, v], dim=-1)
+    return grid_from_axes(*pixel_center_axes(width, height, dtype, device))
+
+
+def grid_from_axes(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``(len(v), len(u), 2)`` grid with ``[i, j] = (u[j], v[i])``."""
+    uu, vv = torch.meshgrid(u, v, indexing="xy")
+    return torch.stack([uu, vv], dim=-1)
