@@ -273,3 +273,47 @@ def test_depth_edge_mask_invalid_pixels():
         depth_edge_mask(depth, 0.1, mask=mask[:5])
     with pytest.raises(GeometryError, match="depth"):
         depth_edge_mask(torch.zeros(5), 0.1)
+
+
+def test_depth_edge_mask_equals_max_pool_definition():
+    """Random depths with NaN, +-inf, zeros and a random mask: equal to the definition written with max_pool2d."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(3)
+    depth = torch.rand(2, 37, 53, generator=gen) * 4 + 0.5
+    depth[torch.rand(depth.shape, generator=gen) < 0.05] = float("nan")
+    depth[torch.rand(depth.shape, generator=gen) < 0.02] = float("inf")
+    depth[torch.rand(depth.shape, generator=gen) < 0.02] = float("-inf")
+    depth[torch.rand(depth.shape, generator=gen) < 0.02] = 0.0
+    mask = torch.rand(depth.shape, generator=gen) > 0.1
+    for k in (1, 3, 5):
+        for m in (None, mask):
+            valid = torch.isfinite(depth) if m is None else torch.isfinite(depth) & m
+            hi = F.max_pool2d(torch.where(valid, depth, -torch.inf)[:, None], k, 1, k // 2)[:, 0]
+            lo = -F.max_pool2d(torch.where(valid, -depth, -torch.inf)[:, None], k, 1, k // 2)[:, 0]
+            expected = ((hi - lo) / depth).nan_to_num(nan=0.0) > 0.04
+            expected &= valid
+            got = depth_edge_mask(depth, 0.04, kernel_size=k, mask=m)
+            assert torch.equal(got, expected), (k, m is None)
+
+
+def test_metric_geometry_masks_by_nan_and_keeps_official_values():
+    from moge2_ros.geometry.postprocess import metric_geometry, recover_geometry
+
+    gen = torch.Generator().manual_seed(0)
+    points = torch.randn(2, 24, 32, 3, generator=gen)
+    points[..., 2] = points[..., 2].abs() + 2.0
+    mask_prob = torch.rand(2, 24, 32, generator=gen)
+    scale = torch.tensor([0.7, 3.1])
+    official = recover_geometry(points, mask_prob, scale)
+    from moge2_ros.geometry.postprocess import recover_camera
+
+    camera = recover_camera(points, mask_prob)
+    valid = camera.mask & (torch.rand(2, 24, 32, generator=gen) > 0.3)
+    pts, depth = metric_geometry(camera.depth, camera.intrinsics, scale, valid=valid)
+    assert torch.equal(pts[valid], official.points[valid])  # bit for bit, not just close
+    assert torch.equal(depth[valid], official.depth[valid])
+    assert torch.isnan(pts[~valid]).all() and torch.isnan(depth[~valid]).all()
+    # without a mask nothing is NaN and the values are the official ones
+    pts_all, depth_all = metric_geometry(camera.depth, camera.intrinsics, scale)
+    assert torch.equal(pts_all, official.points) and torch.equal(depth_all, official.depth)

@@ -203,15 +203,15 @@ def test_frame_with_impossible_camera_is_fully_invalid(ref_model, image, monkeyp
     """A negative estimated focal (an untrained model can produce one) must not yield 'valid' pixels."""
     import moge2_ros.inference.predictor as mod
 
-    real = mod.recover_geometry
+    real = mod.recover_camera
 
     def flipped(*args, **kwargs):
-        geo = real(*args, **kwargs)
-        k = geo.intrinsics.clone()
+        camera = real(*args, **kwargs)
+        k = camera.intrinsics.clone()
         k[:, 0, 0] = -k[:, 0, 0]
-        return type(geo)(points=geo.points, depth=geo.depth, mask=geo.mask, intrinsics=k, shift=geo.shift)
+        return type(camera)(depth=camera.depth, mask=camera.mask, intrinsics=k, shift=camera.shift)
 
-    monkeypatch.setattr(mod, "recover_geometry", flipped)
+    monkeypatch.setattr(mod, "recover_camera", flipped)
     geo = Predictor(ref_model, num_tokens=300).predict(image)
     assert not geo.mask.any() and torch.isnan(geo.depth).all()
 

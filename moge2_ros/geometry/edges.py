@@ -35,9 +35,9 @@ def depth_edge_mask(
     """True at pixels that sit on a depth discontinuity (flying pixels at object boundaries).
 
     For every pixel, ``diff = max - min`` of the depth over the valid pixels of the ``kernel_size x
-    kernel_size`` window centred on it (computed with two ``max_pool2d``; the image border is padded with
-    invalid pixels), and the pixel is flagged when ``diff / depth > rtol`` (``NaN -> 0``, ``+inf`` ->
-    flagged, as utils3d ``depth_edge(depth, rtol=..., kernel_size=..., mask=...)``).  A smooth slope changes the
+    kernel_size`` window centred on it (the image border counts as invalid), and the pixel is flagged when
+    ``diff / depth > rtol`` (``0 / 0`` is not flagged, ``diff / 0`` with ``diff > 0`` is, as utils3d
+    ``depth_edge(depth, rtol=..., kernel_size=..., mask=...)``).  A smooth slope changes the
     depth by a small fraction over the window and is not flagged; a step between foreground and background is
     flagged on both sides.
 
@@ -60,14 +60,15 @@ def depth_edge_mask(
     if int(kernel_size) != kernel_size or kernel_size < 1 or kernel_size % 2 == 0:
         raise GeometryError(f"kernel_size: expected an odd positive int, found {kernel_size!r}")
     shape = depth.shape
-    valid = torch.isfinite(depth)
-    if mask is not None:
-        valid = valid & mask.to(torch.bool)
     d = depth.reshape(-1, *shape[-2:])
-    v = valid.reshape(-1, *shape[-2:])
-    neg_inf = torch.tensor(-torch.inf, dtype=depth.dtype, device=depth.device)
-    d_max = _window_max(torch.where(v, d, neg_inf), kernel_size)
-    neg_min = _window_max(torch.where(v, -d, neg_inf), kernel_size)
-    diff = d_max + neg_min
-    edge = ((diff / d).nan_to_num(nan=0.0) > rtol) & v
+    # Missing pixels become NaN: d - d is 0 for finite depth and NaN for NaN / +-inf (no isfinite / where passes).
+    d = d + (d - d)
+    if mask is not None:
+        keep = mask.reshape(d.shape).to(d.dtype)
+        d = d * keep.div_(keep)  # x 1 where masked in, x NaN (0 / 0) where masked out
+    # Missing pixels as -inf for the window maxima of d and -d (nan_to_num: one cheap pass, no where).
+    d_max = _window_max(d.nan_to_num(nan=-torch.inf), kernel_size)
+    neg_min = _window_max((-d).nan_to_num(nan=-torch.inf), kernel_size)
+    # NaN at missing centres compares False, so they are never flagged.
+    edge = (d_max + neg_min) / d > rtol
     return edge.reshape(shape)

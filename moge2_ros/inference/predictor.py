@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..geometry.edges import depth_edge_mask
 from ..geometry.intrinsics import intrinsics_to_fov, normalized_to_pixel_intrinsics, pixel_to_normalized_intrinsics
 from ..geometry.normals import normals_from_points
-from ..geometry.postprocess import recover_geometry
+from ..geometry.postprocess import metric_geometry, recover_camera
 from ..model.moge2 import MoGe2Model
 from .preprocess import DEFAULT_MAX_PIXELS, ImageLike, image_to_batch, intrinsics_to_batch
 from .result import Geometry
@@ -261,41 +261,45 @@ class Predictor:
         alone with known ``(B, 3, 3)`` normalised intrinsics or ``fov_x``), metric scaling, validity (model mask,
         impossible camera, depth range, edge filter), normals, NaN for invalid pixels, pixel intrinsics."""
         b, height, width = raw["points"].shape[:3]
-        geo = recover_geometry(raw["points"], raw.get("mask"), raw.get("metric_scale"), fov_x=fov_x,
-                               intrinsics=intrinsics_normalized)
+        camera = recover_camera(raw["points"], raw.get("mask"), fov_x=fov_x, intrinsics=intrinsics_normalized)
 
         scale = raw.get("metric_scale")
         if scale is None:
             scale = torch.ones(b, device=self.device)
         # A frame whose estimated camera is impossible (non-positive or non-finite focal, e.g. from an untrained
         # or confused model) or whose metric scale is not a positive number has no valid pixel at all.
-        k = geo.intrinsics
+        k = camera.intrinsics
         frame_ok = (k[:, 0, 0] > 0) & (k[:, 1, 1] > 0) & torch.isfinite(k).flatten(1).all(dim=1)
         frame_ok &= torch.isfinite(scale) & (scale > 0)
-        mask = geo.mask if geo.mask is not None else torch.ones_like(geo.depth, dtype=torch.bool)
-        mask = mask & torch.isfinite(geo.depth) & frame_ok[:, None, None]
+        metric_depth = camera.depth * scale[:, None, None]  # for the tests below; the outputs come from metric_geometry
+        mask = metric_depth.abs() < torch.inf  # finite (NaN compares False); cheaper than isfinite on the CPU
+        if camera.mask is not None:
+            mask &= camera.mask
+        mask &= frame_ok[:, None, None]
         if self.depth_range is not None:
-            mask = mask & (geo.depth >= self.depth_range[0]) & (geo.depth <= self.depth_range[1])
+            mask &= (metric_depth >= self.depth_range[0]) & (metric_depth <= self.depth_range[1])
         if self.edge_rtol is not None:
-            mask = mask & ~depth_edge_mask(geo.depth, self.edge_rtol, mask=mask)
+            mask &= ~depth_edge_mask(metric_depth, self.edge_rtol, mask=mask)
+        points, depth = metric_geometry(camera.depth, k, scale, valid=mask)
         normal = raw.get("normal")
         if normal is None and self.estimate_normals:
-            normal, normal_valid = normals_from_points(geo.points, mask)
-            normal = torch.where(normal_valid[..., None], normal, torch.nan)
-        # recover_geometry returns fresh tensors (never views of ``raw``), so invalid pixels are set in place;
-        # a normal map from the network is a view of ``raw`` and is masked out of place.
-        invalid = ~mask
-        points = geo.points.masked_fill_(invalid[..., None], torch.nan)
-        depth = geo.depth.masked_fill_(invalid, torch.nan)
+            normal, normal_valid = normals_from_points(points, mask)
+            mask_normal = normal_valid
+        else:
+            mask_normal = mask
         if normal is not None:
-            normal = normal.masked_fill(invalid[..., None], torch.nan)
-        fov_x_rad, fov_y_rad = intrinsics_to_fov(geo.intrinsics)
+            # NaN where invalid, by one multiply into a new row-major (B, H, W, 3) tensor: the network's map is
+            # channels-first in memory and is not modified; messages and numpy users want interleaved x, y, z.
+            nan_or_one = mask_normal.to(normal.dtype)
+            out = torch.empty(normal.shape, dtype=normal.dtype, device=normal.device)
+            normal = torch.mul(normal, nan_or_one.div_(nan_or_one)[..., None], out=out)
+        fov_x_rad, fov_y_rad = intrinsics_to_fov(k)
         return Geometry(
             points=points,
             depth=depth,
             mask=mask,
             normal=normal,
-            intrinsics=normalized_to_pixel_intrinsics(geo.intrinsics, width, height),
+            intrinsics=normalized_to_pixel_intrinsics(k, width, height),
             metric_scale=scale,
             fov_x=torch.rad2deg(fov_x_rad),
             fov_y=torch.rad2deg(fov_y_rad),
