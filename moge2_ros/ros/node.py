@@ -43,6 +43,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from ..errors import InputError, ModelLoadError, Moge2RosError
+from ..inference.host_memory import keep_freed_memory
 from ..inference.stats import PipelineStats
 from ..inference.temporal import IntrinsicsStabilizer, ScaleSmoother
 from . import conversions as conv
@@ -357,9 +358,12 @@ class Moge2Node(Node):
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``ros2 run moge2_ros moge2_node`` and the ``moge2_node`` console script."""
     rclpy.init(args=args)
+    reuse_memory = keep_freed_memory()  # no page faults on per-frame buffers (see inference/host_memory.py)
     node = None
     try:
         node = Moge2Node()
+        if not reuse_memory:
+            node.get_logger().info("mallopt unavailable (not glibc): per-frame buffers are freshly mapped")
     except Moge2RosError as exc:
         rclpy.logging.get_logger("moge2_node").fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
