@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,7 +118,10 @@ def count_flops(model: Any, image: Any, num_tokens: int) -> float:
 def depth_absrel(a: Any, b: Any) -> float:
     import torch
 
-    valid = a.mask & b.mask & torch.isfinite(a.depth) & torch.isfinite(b.depth)
+    valid = torch.isfinite(a.depth) & torch.isfinite(b.depth)
+    for geo in (a, b):
+        if geo.mask is not None:
+            valid &= geo.mask
     if not valid.any():
         return float("nan")
     return float(((b.depth[valid] - a.depth[valid]).abs() / a.depth[valid]).mean())
@@ -184,10 +188,19 @@ def run_single(spec: dict[str, Any]) -> dict[str, Any]:
         result["peak_mem_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_model) / 1024
     if spec["count_flops"]:
         result["flops"] = count_flops(model, batch[:1], spec["tokens"]) * spec["batch"]
-    if spec["absrel"] and (precision != "fp32" or variant != "eager"):
-        geo = predictor.predict(image_np)
-        ref = Predictor(model, device=device, num_tokens=spec["tokens"]).predict(image_np)
-        result["depth_absrel_vs_eager_fp32"] = depth_absrel(ref, geo)
+    if spec["absrel"]:
+        # eager fp32 stores its prediction once per (model, tokens); the other variants compare against it
+        ref_path = Path(spec["workdir"]) / f"ref_{spec['model']}_{spec['tokens']}.pt"
+        if precision == "fp32" and variant == "eager":
+            geo = predictor.predict(image_np)
+            torch.save({"depth": geo.depth.cpu(), "mask": None if geo.mask is None else geo.mask.cpu()}, ref_path)
+        else:
+            geo = predictor.predict(image_np)
+            if ref_path.exists():
+                ref = SimpleNamespace(**torch.load(ref_path))
+            else:
+                ref = Predictor(model, device=device, num_tokens=spec["tokens"]).predict(image_np)
+            result["depth_absrel_vs_eager_fp32"] = depth_absrel(ref, geo)
     return result
 
 
@@ -278,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
             for tokens in args.tokens:
                 for variant in args.variants:
                     for precision in args.precisions:
+                        if variant.startswith("ort-") and precision != "fp32" and not (
+                                variant == "ort-tensorrt" and precision == "fp16"):
+                            log(f"[bench_backends] {model} {tokens} {variant} {precision}: skipped (the ONNX graph "
+                                "is fp32; half precision on ONNX Runtime is TensorRT's fp16 mode only)")
+                            continue
                         spec = dict(model=model, tokens=tokens, variant=variant, precision=precision, device=device,
                                     height=args.height, width=args.width, batch=args.batch, repeats=args.repeats,
                                     warmup=args.warmup, threads=args.threads, workdir=workdir,
