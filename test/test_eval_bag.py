@@ -90,13 +90,11 @@ def test_bag_eval_equals_in_memory_evaluation(bags, tmp_path):
         evaluated_pixels += int((np.isfinite(prediction) & np.isfinite(sample.depth)).sum())
         expected = evaluate_geometry(_geometry(prediction, sample.intrinsics), sample, **FAST)
         for key, value in expected.items():
-            # a uniformly scaled prediction fits the affine disparity model exactly at every candidate pair: an
-            # exact tie that the truncated-L1 search may resolve to a different (equally optimal) pair
-            tol = 5e-3 if key.startswith("disparity_affine_invariant") else 1e-5
-            assert record[key] == pytest.approx(value, rel=tol, abs=max(tol / 10, 1e-6)), key
+            assert record[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
         # hand-checkable: a uniformly scaled prediction
         assert record["depth_metric/rel"] == pytest.approx(scale - 1, abs=1e-5)
         assert record["depth_scale_invariant/rel"] == pytest.approx(0.0, abs=1e-5)
+        assert record["disparity_affine_invariant/rel"] == pytest.approx(0.0, abs=1e-5)
         assert record["scale"] == pytest.approx(1 / scale, rel=1e-5)
         assert record["fov_x/mae"] == pytest.approx(0.0, abs=1e-4)
 

@@ -252,6 +252,18 @@ def test_align_affine_lstsq_matches_numpy():
     np.testing.assert_allclose(b1.numpy(), 1, atol=0.15)
 
 
+def test_align_affine_lstsq_keeps_small_columns_on_many_points():
+    """307,200 float32 disparities 30x too small: the fit must still find scale 30, shift 0 (the CPU's default
+    rank-revealing driver used to drop the column and return scale 0.003)."""
+    gen = torch.Generator().manual_seed(0)
+    depth = 0.5 + 9.5 * torch.rand(480 * 640, generator=gen)
+    for scale in (0.37, 30.0, 1000.0):
+        a, b = align_affine_lstsq(1 / (depth * scale), 1 / depth)
+        assert a.dtype == torch.float32
+        assert a.item() == pytest.approx(scale, rel=1e-5)
+        assert abs(b.item()) < 1e-6
+
+
 def test_alignment_shape_errors():
     p = torch.zeros(2, 5, 3)
     with pytest.raises(GeometryError, match="weight"):
