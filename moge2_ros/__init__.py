@@ -8,7 +8,9 @@ parsing) does not pay for importing torch::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from moge2_ros._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -27,16 +29,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from moge2_ros.inference.result import Geometry
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'moge2_ros' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
