@@ -197,7 +197,7 @@ def run_single(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             geo = predictor.predict(image_np)
             if ref_path.exists():
-                ref = SimpleNamespace(**torch.load(ref_path))
+                ref = SimpleNamespace(**torch.load(ref_path, weights_only=True))
             else:
                 ref = Predictor(model, device=device, num_tokens=spec["tokens"]).predict(image_np)
             result["depth_absrel_vs_eager_fp32"] = depth_absrel(ref, geo)
