@@ -117,13 +117,7 @@ def finish_outputs(model: MoGe2Model, raw: dict[str, torch.Tensor], height: int,
     ``mask`` ``(B, H, W)``, ``metric_scale`` ``(B,)`` — those the model has.
     """
     maps = {k: resize(v, height, width) for k, v in raw.items() if k in _MAP_HEADS}
-    out: dict[str, torch.Tensor] = {}
-    if "points" in maps:
-        out["points"] = model._remap_points(maps["points"].permute(0, 2, 3, 1))
-    if "normal" in maps:
-        out["normal"] = F.normalize(maps["normal"].permute(0, 2, 3, 1), dim=-1)
-    if "mask" in maps:
-        out["mask"] = maps["mask"].squeeze(1).sigmoid()
+    out = model.activate_maps(maps)
     if "metric_scale" in raw:
         out["metric_scale"] = raw["metric_scale"]
     return out

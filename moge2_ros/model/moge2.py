@@ -117,6 +117,19 @@ class MoGe2Model(nn.Module):
         return int(lo + (resolution_level / 9) * (hi - lo))
 
     # ------------------------------------------------------------------ forward
+    def activate_maps(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Output activations of the head maps already resized to the image, ``(B, C, H, W)`` each:
+        ``points`` ``(B, H, W, 3)`` remapped, ``normal`` ``(B, H, W, 3)`` unit, ``mask`` ``(B, H, W)`` sigmoid
+        (those present in ``maps``; other keys are ignored)."""
+        out: dict[str, torch.Tensor] = {}
+        if "points" in maps:
+            out["points"] = self._remap_points(maps["points"].permute(0, 2, 3, 1))
+        if "normal" in maps:
+            out["normal"] = F.normalize(maps["normal"].permute(0, 2, 3, 1), dim=-1)
+        if "mask" in maps:
+            out["mask"] = maps["mask"].squeeze(1).sigmoid()
+        return out
+
     def _remap_points(self, points: torch.Tensor) -> torch.Tensor:
         if self.remap_output == "linear":
             return points
@@ -158,13 +171,7 @@ class MoGe2Model(nn.Module):
         # Resize the raw maps first (no antialias), then remap: interpolation happens in log-depth for 'exp'.
         raw = {k: F.interpolate(v, (height, width), mode="bilinear", align_corners=False, antialias=False) for k, v in raw.items()}
 
-        out: dict[str, torch.Tensor] = {}
-        if "points" in raw:
-            out["points"] = self._remap_points(raw["points"].permute(0, 2, 3, 1))
-        if "normal" in raw:
-            out["normal"] = F.normalize(raw["normal"].permute(0, 2, 3, 1), dim=-1)
-        if "mask" in raw:
-            out["mask"] = raw["mask"].squeeze(1).sigmoid()
+        out = self.activate_maps(raw)
         if self.has_head("scale_head"):
             out["metric_scale"] = self.scale_head(cls_token).squeeze(1).exp()
         return out
