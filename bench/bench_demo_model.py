@@ -68,7 +68,7 @@ def main() -> int:
         print(f"[bench_demo_model] {i + 1}/{len(data)} {family}", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - started
 
-    print(f"# Model metrics on held-out synthetic scenes\n")
+    print("# Model metrics on held-out synthetic scenes\n")
     print(f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`  ")
     print(f"Model: {'bundled demo model' if is_default else source} ({source}), {predictor.num_tokens} tokens, "
           f"CPU fp32  ")

@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _machine import cpu_model_name  # noqa: E402  (bench/, the script's folder)
+
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 import torch  # noqa: E402
@@ -66,15 +68,7 @@ def timeit(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
 
 
 def machine_line() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} "
+    return (f"{cpu_model_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), {_dt.datetime.now().isoformat(timespec='seconds')}")
 
 

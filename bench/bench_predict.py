@@ -43,6 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _machine import cpu_model_name  # noqa: E402  (bench/, the script's folder)
+
 REFERENCE_CHECKPOINT = REPO.parent / "shared" / "reference" / "public" / "model.pt"
 SPEC_JSON = REPO.parent / "shared" / "reference" / "moge2_state_dict_spec.json"
 
@@ -386,17 +388,6 @@ def run_child(spec: dict[str, Any], timeout: float, env: dict[str, str] | None =
     result["load1_before"] = load_before
     result["load1_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return result
-
-
-def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def machine_info(args: argparse.Namespace) -> dict[str, Any]:

@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _machine import cpu_model_name  # noqa: E402  (bench/, the script's folder)
+
 MODELS = {"tiny": "MoGe2Config.tiny (96-wide 4-block ViT)", "vits": "ViT-S-sized (384-wide 12-block ViT)"}
 
 
@@ -154,15 +156,7 @@ def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 def machine_info(device: str) -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+    info = {"cpu": cpu_model_name(), "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "device": device}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
