@@ -30,3 +30,7 @@ class GeometryError(Moge2RosError, ValueError):
 
 class DatasetError(Moge2RosError, ValueError):
     """A dataset (folder, rosbag, generator config) is malformed; the message names the bad file or field."""
+
+
+class UsageError(Moge2RosError):
+    """A command-line argument is malformed or names a missing input (the CLI exits with status 2)."""

@@ -87,6 +87,7 @@ class Predictor:
         onnx_cache_dir: TensorRT engine / timing cache folder (None: no cache).
         torch_options: :class:`~moge2_ros.backends.torch_options.TorchOptions` of the 'torch' backend
             (token-grid-bucketed ``torch.compile``, CUDA graphs, channels-last, pinned memory).
+        model_id: what the predictor runs, for logs and output metadata (a model source or an ONNX file).
     """
 
     def __init__(
@@ -106,10 +107,12 @@ class Predictor:
         onnx_providers: Sequence[str] | None = None,
         onnx_cache_dir: str | os.PathLike | None = None,
         torch_options: "TorchOptions | None" = None,
+        model_id: str = "",
     ) -> None:
         if backend not in BACKENDS:
             raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, found {backend!r}")
         self.backend = backend
+        self.model_id = model_id
         self.dtype = parse_dtype(dtype)
         self.pin_memory = False
         if backend == "onnx":
