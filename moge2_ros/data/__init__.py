@@ -8,9 +8,7 @@ The heavier names (torch-based generator and pipeline) are imported on first use
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from moge2_ros._lazy import lazy_exports
 from moge2_ros.data.sample import LABEL_TYPES, PROVENANCE, Sample, validate_sample
 
 _LAZY = {
@@ -32,9 +30,4 @@ _LAZY = {
 __all__ = ["Sample", "validate_sample", "LABEL_TYPES", "PROVENANCE", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'moge2_ros.data' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -7,42 +7,20 @@ Light to import (the command line imports :mod:`moge2_ros.eval.cli`): the public
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from moge2_ros._lazy import lazy_exports
 
 # name -> module that defines it
-_LAZY = {
-    "rel_depth": "metrics",
-    "delta1_depth": "metrics",
-    "rel_point": "metrics",
-    "delta1_point": "metrics",
-    "rel_point_local": "metrics",
-    "delta1_point_local": "metrics",
-    "boundary_f1": "metrics",
-    "compute_metrics": "metrics",
-    "evaluate_geometry": "metrics",
-    "gt_from_sample": "metrics",
-    "pred_from_geometry": "metrics",
-    "key_average": "metrics",
-    "nest_metrics": "metrics",
-    "write_html_report": "report",
-    "BenchmarkSpec": "benchmark",
-    "load_benchmarks": "benchmark",
-    "run_benchmarks": "benchmark",
-    "evaluate_bag": "bag_eval",
+_LAZY: dict[str, str] = {
+    **{name: "moge2_ros.eval.metrics" for name in (
+        "rel_depth", "delta1_depth", "rel_point", "delta1_point", "rel_point_local", "delta1_point_local",
+        "boundary_f1", "compute_metrics", "evaluate_geometry", "gt_from_sample", "pred_from_geometry", "key_average",
+        "nest_metrics")},
+    "write_html_report": "moge2_ros.eval.report",
+    **{name: "moge2_ros.eval.benchmark" for name in ("BenchmarkSpec", "load_benchmarks", "run_benchmarks")},
+    "evaluate_bag": "moge2_ros.eval.bag_eval",
 }
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'moge2_ros.eval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"moge2_ros.eval.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

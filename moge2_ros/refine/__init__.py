@@ -14,26 +14,17 @@ names below are imported from their modules on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from moge2_ros._lazy import lazy_exports
 
-_EXPORTS = {
-    "FilterConfig": "filter",
-    "FilterResult": "filter",
-    "mismatch_filter": "filter",
-    "PoissonResult": "poisson",
-    "solve_log_depth_poisson": "poisson",
-    "RefineConfig": "pipeline",
-    "RefineOutput": "pipeline",
-    "refine_depth": "pipeline",
-    "refine_sample": "pipeline",
-    "predict_points": "pipeline",
+# name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    **{name: "moge2_ros.refine.filter" for name in ("FilterConfig", "FilterResult", "mismatch_filter")},
+    **{name: "moge2_ros.refine.poisson" for name in ("PoissonResult", "solve_log_depth_poisson")},
+    **{name: "moge2_ros.refine.pipeline" for name in (
+        "RefineConfig", "RefineOutput", "refine_depth", "refine_sample", "predict_points")},
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"moge2_ros.refine.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'moge2_ros.refine' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
