@@ -17,7 +17,8 @@ from moge2_ros.bags.dataset import BagDataset
 from moge2_ros.bags.testing import write_samples_bag
 from moge2_ros.bags.writer import BagWriter
 from moge2_ros.data.sevenscenes import SevenScenesDataset
-from moge2_ros.eval.bag_eval import BagEvalConfig, evaluate_bag, write_bag_eval_outputs
+from moge2_ros.eval.bag_eval import BagEvalConfig, evaluate_bag
+from moge2_ros.eval.bag_eval_report import write_bag_eval_outputs
 from moge2_ros.eval.metrics import evaluate_geometry
 from moge2_ros.eval.report import read_report_data
 from moge2_ros.geometry.intrinsics import pixel_to_normalized_intrinsics

@@ -14,12 +14,12 @@ official metrics are computed (:func:`moge2_ros.eval.metrics.compute_metrics`: d
 scale-invariant and affine-invariant; points; FoV error) over the ground-truth pixels that have a valid prediction,
 plus the metric-scale factor ``median(gt / pred)``, the depth flicker against the previous evaluated frame and
 the scale flicker.  The summary averages the frames (official ``key_average``) and adds the drift of the scale
-over time; everything goes into ``metrics.json``, ``frames.csv`` and a self-contained ``report.html``.
+over time; everything goes into ``metrics.json``, ``frames.csv`` and a self-contained ``report.html``
+(:func:`moge2_ros.eval.bag_eval_report.write_bag_eval_outputs`).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from dataclasses import dataclass, field
@@ -30,7 +30,7 @@ import numpy as np
 
 from moge2_ros.errors import DatasetError
 
-__all__ = ["BagEvalConfig", "BagEvalResult", "evaluate_bag", "write_bag_eval_outputs", "resolve_topic"]
+__all__ = ["BagEvalConfig", "BagEvalResult", "evaluate_bag", "resolve_topic"]
 
 _OUTPUT_TOPIC_ENDINGS = ("depth/image", "depth/colorized", "normals", "mask")
 
@@ -403,32 +403,3 @@ def evaluate_bag(config: BagEvalConfig, progress: bool = True) -> BagEvalResult:
     histograms = {"log_ratio": {"edges": hist_log.edges.tolist(), "fractions": hist_log.fractions()}}
     return BagEvalResult(summary=summary, per_frame=records, range_bins=ranges.binned(), histograms=histograms,
                          images=images, skipped=skipped, config=config_record)
-
-
-# ------------------------------------------------------------------------------------------------ outputs
-
-
-def write_bag_eval_outputs(result: BagEvalResult, output_dir: str | Path) -> dict[str, Path]:
-    """Write ``metrics.json`` (everything), ``frames.csv`` (per-frame table) and ``report.html`` into
-    ``output_dir``; return the paths by kind."""
-    from moge2_ros.eval.bag_eval_report import build_report
-    from moge2_ros.io.writers import write_json
-
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = write_json(out / "metrics.json", {
-        "summary": result.summary, "per_frame": result.per_frame, "range_bins": result.range_bins,
-        "histograms": result.histograms, "skipped": result.skipped, "config": result.config,
-    })
-    columns: list[str] = []
-    for record in result.per_frame:
-        columns.extend(k for k in record if k not in columns)
-    csv_path = out / "frames.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for record in result.per_frame:
-            writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
-                             for k, v in record.items()})
-    html_path = build_report(result, out / "report.html")
-    return {"report": html_path, "json": json_path, "csv": csv_path}

@@ -1,18 +1,19 @@
-"""The HTML report of ``bag-eval``: which plots, tables and explanations go into it."""
+"""The outputs of ``bag-eval``: ``metrics.json``, ``frames.csv`` and the HTML report (which plots, tables and
+explanations go into it)."""
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from moge2_ros.eval.bag_eval import BagEvalResult
 from moge2_ros.eval.report import write_html_report
 from moge2_ros.eval.report_svg import BarChart, LineChart, Series
+from moge2_ros.io.writers import write_json
 
-if TYPE_CHECKING:  # pragma: no cover
-    from moge2_ros.eval.bag_eval import BagEvalResult
-
-__all__ = ["build_report", "SUMMARY_GROUPS"]
+__all__ = ["build_report", "write_bag_eval_outputs", "SUMMARY_GROUPS"]
 
 #: Summary keys shown first, grouped (everything else goes under "other averages").
 SUMMARY_GROUPS: dict[str, tuple[str, ...]] = {
@@ -56,7 +57,7 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def build_report(result: "BagEvalResult", path: str | Path) -> Path:
+def build_report(result: BagEvalResult, path: str | Path) -> Path:
     """Write the ``bag-eval`` report of ``result`` to ``path`` (see :func:`write_html_report`)."""
     frames = result.per_frame
     t = [r["time_s"] for r in frames]
@@ -127,3 +128,26 @@ def build_report(result: "BagEvalResult", path: str | Path) -> Path:
     present = [c for c in columns if any(c in r for r in frames)]
     return write_html_report(path, "MoGe-2 bag evaluation", grouped, frames, result.images, charts=charts,
                              notes=notes, subtitle=subtitle, columns=present)
+
+
+def write_bag_eval_outputs(result: BagEvalResult, output_dir: str | Path) -> dict[str, Path]:
+    """Write ``metrics.json`` (everything), ``frames.csv`` (per-frame table) and ``report.html`` into
+    ``output_dir``; return the paths by kind."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = write_json(out / "metrics.json", {
+        "summary": result.summary, "per_frame": result.per_frame, "range_bins": result.range_bins,
+        "histograms": result.histograms, "skipped": result.skipped, "config": result.config,
+    })
+    columns: list[str] = []
+    for record in result.per_frame:
+        columns.extend(k for k in record if k not in columns)
+    csv_path = out / "frames.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for record in result.per_frame:
+            writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
+                             for k, v in record.items()})
+    html_path = build_report(result, out / "report.html")
+    return {"report": html_path, "json": json_path, "csv": csv_path}

@@ -167,7 +167,8 @@ def cmd_bag_eval(args: argparse.Namespace) -> int:
     if args.max_depth and args.max_depth <= args.min_depth:
         raise UsageError(f"--max-depth {args.max_depth} must exceed --min-depth {args.min_depth}")
 
-    from moge2_ros.eval.bag_eval import BagEvalConfig, evaluate_bag, write_bag_eval_outputs
+    from moge2_ros.eval.bag_eval import BagEvalConfig, evaluate_bag
+    from moge2_ros.eval.bag_eval_report import write_bag_eval_outputs
 
     config = BagEvalConfig(
         pred_bag=args.bag, gt_bag=args.gt_bag, gt_depth_topic=args.gt_depth_topic,
