@@ -15,6 +15,7 @@ from moge2_ros.geometry import (
     depth_to_points,
     focal_to_normalized_intrinsics,
     fov_x_to_focal,
+    gt_focal_from_intrinsics,
     intrinsics_from_focal_center,
     intrinsics_to_fov,
     normalized_to_pixel_intrinsics,
@@ -109,6 +110,17 @@ def test_intrinsics_to_fov():
     ar = 16 / 9
     k2 = focal_to_normalized_intrinsics(fov_x_to_focal(70.0, ar, ()), ar)
     assert math.degrees(intrinsics_to_fov(k2)[0].item()) == pytest.approx(70.0, abs=1e-4)
+
+
+def test_gt_focal_from_intrinsics_is_focal_over_diagonal():
+    width, height, f_px = 640, 480, 500.0
+    k = torch.tensor([[f_px / width, 0, 0.5], [0, f_px / height, 0.5], [0, 0, 1]], dtype=torch.float64)
+    assert float(gt_focal_from_intrinsics(k)) == pytest.approx(f_px / math.hypot(width, height), rel=1e-12)
+
+
+def test_gt_focal_from_intrinsics_rejects_a_non_matrix():
+    with pytest.raises(GeometryError, match="3, 3"):
+        gt_focal_from_intrinsics(torch.ones(3, 4))
 
 
 def test_validate_intrinsics():

@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from moge2_ros.errors import GeometryError
-from moge2_ros.geometry.intrinsics import pixel_to_normalized_intrinsics
+from moge2_ros.geometry.intrinsics import gt_focal_from_intrinsics, pixel_to_normalized_intrinsics
 from moge2_ros.geometry.projection import depth_to_points
 from moge2_ros.refine.corrupt import simulate_prediction
 from moge2_ros.refine.filter import FilterConfig, mismatch_filter
-from moge2_ros.train.losses import gt_focal_from_intrinsics
 
 H, W = 96, 128
 

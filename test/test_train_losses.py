@@ -28,7 +28,6 @@ from moge2_ros.train import (
     angle_between,
     compute_instance_losses,
     edge_loss,
-    gt_focal_from_intrinsics,
     loss_set_for_label,
     mask_bce_loss,
     metric_scale_loss,
@@ -566,12 +565,6 @@ def test_metric_scale_loss_stops_gradient_to_points():
     # Non-metric instances have no target.
     assert float(scale_loss_target(s_star, False)) == 0.0
     assert scale_loss_target(torch.tensor([2.0, 3.0]), torch.tensor([True, False])).tolist() == [2.0, 0.0]
-
-
-def test_gt_focal_from_intrinsics_is_focal_over_diagonal():
-    width, height, f_px = 640, 480, 500.0
-    k = torch.tensor([[f_px / width, 0, 0.5], [0, f_px / height, 0.5], [0, 0, 1]], dtype=torch.float64)
-    assert float(gt_focal_from_intrinsics(k)) == pytest.approx(f_px / math.hypot(width, height), rel=1e-12)
 
 
 def test_losses_reject_bad_shapes():

@@ -25,6 +25,7 @@ from moge2_ros.geometry.focal_shift import (
     recover_shift_with_intrinsics,
 )
 from moge2_ros.geometry.intrinsics import (
+    gt_focal_from_intrinsics,
     intrinsics_from_focal_center,
     intrinsics_to_fov,
     normalized_to_pixel_intrinsics,
@@ -50,6 +51,7 @@ __all__ = [
     "depth_to_points",
     "focal_to_normalized_intrinsics",
     "fov_x_to_focal",
+    "gt_focal_from_intrinsics",
     "intrinsics_from_focal_center",
     "intrinsics_to_fov",
     "masked_nearest_resize",

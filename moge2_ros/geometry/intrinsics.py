@@ -25,6 +25,7 @@ __all__ = [
     "normalized_to_pixel_intrinsics",
     "pixel_to_normalized_intrinsics",
     "intrinsics_to_fov",
+    "gt_focal_from_intrinsics",
     "validate_intrinsics",
 ]
 
@@ -121,6 +122,22 @@ def intrinsics_to_fov(intrinsics: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     """
     check_intrinsics_shape(intrinsics)
     return 2 * torch.atan(0.5 / intrinsics[..., 0, 0]), 2 * torch.atan(0.5 / intrinsics[..., 1, 1])
+
+
+def gt_focal_from_intrinsics(intrinsics: torch.Tensor) -> torch.Tensor:
+    """Focal length in units of the image diagonal, ``1 / sqrt(1 / fx^2 + 1 / fy^2)``, of NORMALISED intrinsics.
+
+    With ``fx = f_px / W`` and ``fy = f_px / H`` this is ``f_px / sqrt(W^2 + H^2)``: the focal with which the
+    official trainer scales the local loss's patch radii (used by that loss and by the refinement's filter).
+
+    Args:
+        intrinsics: ``(..., 3, 3)`` normalised intrinsics.
+
+    Returns:
+        ``(...)``, same dtype/device.
+    """
+    check_intrinsics_shape(intrinsics)
+    return 1 / (1 / intrinsics[..., 0, 0] ** 2 + 1 / intrinsics[..., 1, 1] ** 2) ** 0.5
 
 
 def validate_intrinsics(intrinsics: torch.Tensor, name: str = "intrinsics", atol: float = 1e-6) -> torch.Tensor:

@@ -164,7 +164,7 @@ def mismatch_filter(
         pred_points: ``(H, W, 3)`` model points of the same camera (any global scale); any value where invalid.
         pred_valid: ``(H, W)`` bool.
         focal: focal length in units of the image diagonal, ``f_px / sqrt(W^2 + H^2)`` for square pixels
-            (:func:`moge2_ros.train.losses.gt_focal_from_intrinsics` of the normalised intrinsics).
+            (:func:`moge2_ros.geometry.intrinsics.gt_focal_from_intrinsics` of the normalised intrinsics).
         config: :class:`FilterConfig` (default values when None).
 
     Returns:

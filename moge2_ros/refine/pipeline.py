@@ -25,11 +25,10 @@ import torch
 
 from moge2_ros.data.sample import PROVENANCE, Sample, validate_sample
 from moge2_ros.errors import GeometryError
-from moge2_ros.geometry.intrinsics import pixel_to_normalized_intrinsics
+from moge2_ros.geometry.intrinsics import gt_focal_from_intrinsics, pixel_to_normalized_intrinsics
 from moge2_ros.geometry.projection import depth_to_points
 from moge2_ros.refine.filter import FilterConfig, mismatch_filter
 from moge2_ros.refine.poisson import Solver, solve_log_depth_poisson
-from moge2_ros.train.losses import gt_focal_from_intrinsics
 
 if TYPE_CHECKING:  # pragma: no cover
     from moge2_ros.inference import Predictor

@@ -57,7 +57,6 @@ __all__ = [
     "mask_bce_loss",
     "metric_scale_loss",
     "scale_loss_target",
-    "gt_focal_from_intrinsics",
     "angle_between",
 ]
 
@@ -328,7 +327,7 @@ def affine_invariant_local_loss(
 
     * ``radius_2d = ceil(0.5 / level * sqrt(H^2 + W^2))`` pixels; an anchor's 3-D radius is
       ``0.5 / level / focal * g_z`` (``focal`` normalised by the image diagonal, see
-      :func:`gt_focal_from_intrinsics`);
+      :func:`~moge2_ros.geometry.intrinsics.gt_focal_from_intrinsics`);
     * ``num_patches`` anchors per instance are drawn (``torch.multinomial`` with replacement over all valid pixels
       of the batch) with the weights of :func:`anchor_sampling_weight`;
     * a patch is the ``(2 radius_2d + 1)^2`` pixel window around its anchor, restricted to valid pixels within the
@@ -346,7 +345,8 @@ def affine_invariant_local_loss(
         gt_points: ``(..., H, W, 3)`` ground truth, non-finite where invalid.
         mask: optional ``(..., H, W)`` bool combined with ``isfinite(gt_points)`` (None: official behaviour).
         focal: ``(...)`` or scalar ground-truth focal length in units of the image diagonal, i.e.
-            ``1 / sqrt(1 / fx^2 + 1 / fy^2)`` of the uv-normalised intrinsics (:func:`gt_focal_from_intrinsics`).
+            ``1 / sqrt(1 / fx^2 + 1 / fy^2)`` of the uv-normalised intrinsics
+            (:func:`~moge2_ros.geometry.intrinsics.gt_focal_from_intrinsics`).
         global_scale: ``(...)`` or scalar scale ``s*`` from :func:`affine_invariant_global_loss`, or None.
         level: 4, 16 or 64 in the official recipe (patch diameter = image diagonal / level).
         align_resolution: side of each patch's low-resolution copy.
@@ -441,16 +441,6 @@ def affine_invariant_local_loss(
         "delta": _weighted_mean((err < 1).float(), patch_mask).item(),
     }
     return loss, misc
-
-
-def gt_focal_from_intrinsics(intrinsics: torch.Tensor) -> torch.Tensor:
-    """Focal length used by the local loss, ``1 / sqrt(1 / fx^2 + 1 / fy^2)``, from uv-normalised intrinsics
-    ``(..., 3, 3)`` -> ``(...)``.  With ``fx = f_px / W`` and ``fy = f_px / H`` this is ``f_px / sqrt(W^2 + H^2)``,
-    the focal length in units of the image diagonal (as the official trainer computes it)."""
-    if not isinstance(intrinsics, torch.Tensor) or intrinsics.ndim < 2 or intrinsics.shape[-2:] != (3, 3):
-        found = tuple(intrinsics.shape) if isinstance(intrinsics, torch.Tensor) else type(intrinsics).__name__
-        raise LossError(f"gt_focal_from_intrinsics: expected intrinsics of shape (..., 3, 3), found {found}")
-    return 1 / (1 / intrinsics[..., 0, 0] ** 2 + 1 / intrinsics[..., 1, 1] ** 2) ** 0.5
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -777,7 +767,8 @@ def compute_instance_losses(
     Args:
         loss_set: the terms, e.g. :func:`loss_set_for_label` ``("A")``.
         pred_points: ``(..., H, W, 3)`` affine-invariant prediction; gt_points: ``(..., H, W, 3)``, inf invalid.
-        gt_focal: ``(...)`` focal of :func:`gt_focal_from_intrinsics` (required by local terms).
+        gt_focal: ``(...)`` focal of :func:`~moge2_ros.geometry.intrinsics.gt_focal_from_intrinsics` (required by
+            local terms).
         gt_mask: optional extra validity ``(..., H, W)`` for the point losses.
         pred_mask: ``(..., H, W)`` mask probability; gt_mask_pos / gt_mask_neg: ``(..., H, W)`` bool.
         pred_normal, gt_normal: ``(..., H, W, 3)``.

@@ -55,7 +55,8 @@ from moge2_ros.train.config import (
     config_to_dict,
 )
 from moge2_ros.train.distributed import DistInfo, barrier, all_reduce_sum, init_distributed, shutdown_distributed
-from moge2_ros.train.losses import LossSet, compute_instance_losses, gt_focal_from_intrinsics
+from moge2_ros.geometry.intrinsics import gt_focal_from_intrinsics
+from moge2_ros.train.losses import LossSet, compute_instance_losses
 from moge2_ros.train.state import (
     capture_rng_state,
     find_latest_checkpoint,
