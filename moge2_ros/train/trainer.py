@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from moge2_ros.data.sample import Sample
+from moge2_ros.geometry.intrinsics import gt_focal_from_intrinsics
 from moge2_ros.model.config import MoGe2Config
 from moge2_ros.model.moge2 import MoGe2Model
 from moge2_ros.train.config import (
@@ -55,7 +56,6 @@ from moge2_ros.train.config import (
     config_to_dict,
 )
 from moge2_ros.train.distributed import DistInfo, barrier, all_reduce_sum, init_distributed, shutdown_distributed
-from moge2_ros.geometry.intrinsics import gt_focal_from_intrinsics
 from moge2_ros.train.losses import LossSet, compute_instance_losses
 from moge2_ros.train.state import (
     capture_rng_state,
