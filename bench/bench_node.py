@@ -6,7 +6,7 @@
     .venv/bin/python bench/bench_node.py --model path/to/model.pt --tokens 1200
 
 Table 1 times every stage of the node's per-frame path in this process (no transport; with the node's heap
-setting, :func:`moge2_ros.inference.host_memory.keep_freed_memory`): decode of the input
+setting, :func:`moge2_ros.ros.host_memory.keep_freed_memory`): decode of the input
 message, preprocessing, the network, post-processing (``predict`` minus network minus preprocessing), the copies
 to numpy, each output message conversion, and ``publish()`` of each output with one subscriber present.
 Table 2 runs the real node as a process, publishes rgb8 frames stamped with the publisher's clock at the given
@@ -46,7 +46,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from moge2_ros import Predictor, load_model  # noqa: E402
 from moge2_ros.demo import make_demo_model, render_example_scene  # noqa: E402
-from moge2_ros.inference.host_memory import keep_freed_memory  # noqa: E402
+from moge2_ros.ros.host_memory import keep_freed_memory  # noqa: E402
 from moge2_ros.inference.preprocess import image_to_batch  # noqa: E402
 from moge2_ros.ros import conversions as conv  # noqa: E402
 

@@ -507,7 +507,7 @@ def diagnostics_values(array: Any, name_contains: str = "moge2_node") -> dict[st
     return None
 
 
-#: Frame counters of the node's /diagnostics (moge2_ros.inference.stats.PipelineStats).
+#: Frame counters of the node's /diagnostics (moge2_ros.ros.stats.PipelineStats).
 COUNTERS = ("received", "processed", "dropped", "bad_input", "errors")
 
 

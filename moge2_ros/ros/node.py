@@ -43,11 +43,11 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from ..errors import InputError, ModelLoadError, Moge2RosError
-from ..inference.host_memory import keep_freed_memory
-from ..inference.stats import PipelineStats
 from ..inference.temporal import IntrinsicsStabilizer, ScaleSmoother
 from . import conversions as conv
+from .host_memory import keep_freed_memory
 from .params import check_value, declare_all
+from .stats import PipelineStats
 
 OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 LOG_THROTTLE_S = 5.0

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from moge2_ros.inference.stats import PipelineStats
+from moge2_ros.ros.stats import PipelineStats
 
 
 def test_rates_and_percentiles_over_window():

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from moge2_ros.inference.host_memory import keep_freed_memory
+from moge2_ros.ros.host_memory import keep_freed_memory
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -19,7 +19,7 @@ _PROBE = textwrap.dedent(
     """
     import resource, sys
     import numpy as np
-    from moge2_ros.inference.host_memory import keep_freed_memory
+    from moge2_ros.ros.host_memory import keep_freed_memory
     if sys.argv[1] == "1":
         assert keep_freed_memory()
     def frame():
