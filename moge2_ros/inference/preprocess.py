@@ -8,11 +8,10 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..io.msg_codec import DEFAULT_MAX_PIXELS
 
 ImageLike = Union[np.ndarray, torch.Tensor]
 
-#: Largest accepted image (pixels per image); protects the process from absurd allocations.
-DEFAULT_MAX_PIXELS = 40_000_000
 MIN_SIDE = 2
 
 
