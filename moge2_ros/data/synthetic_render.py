@@ -188,29 +188,6 @@ def _value_noise(x: torch.Tensor, y: torch.Tensor, seed: torch.Tensor) -> torch.
     return top + (bottom - top) * ty
 
 
-def _texture_mix(pattern: torch.Tensor, x: torch.Tensor, y: torch.Tensor, seed: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mix factor between a material's two colours, and a "grime" brightness factor, for texture coordinates in
-    periods (all ``(N,)``)."""
-    n1 = _value_noise(x * 2.0, y * 2.0, seed)
-    n2 = _value_noise(x * 8.0 + 13.0, y * 8.0 + 7.0, seed)
-    fx, fy = torch.floor(x), torch.floor(y)
-    checker = torch.remainder(fx + fy, 2.0)
-    stripes = torch.remainder(fx, 2.0)
-    noise = 0.65 * n1 + 0.35 * n2
-    row = torch.floor(y * 3.0)
-    bx = x * 1.5 + 0.5 * torch.remainder(row, 2.0)
-    mortar = ((y * 3.0 - row) < 0.12) | ((bx - torch.floor(bx)) < 0.06)
-    bricks = torch.where(mortar, 1.0, 0.3 * _hash(torch.floor(bx), row, seed))
-    wx, wy = x - fx, y - fy
-    window = (wx > 0.25) & (wx < 0.75) & (wy > 0.25) & (wy < 0.8)
-    windows = torch.where(window, 0.75 + 0.25 * _hash(fx, fy, seed), 0.0)
-    zero = torch.zeros_like(x)
-    mix = torch.stack([zero, checker, stripes, noise, bricks, windows])  # (P, N)
-    m = mix.gather(0, pattern[None]).squeeze(0)
-    return m, 0.9 + 0.2 * n2
-
-
 # ---------------------------------------------------------------------------------------------------- renderer
 
 
