@@ -50,7 +50,6 @@ class DemoCamera(Node):
         self.pub_info = self.create_publisher(CameraInfo, "camera_info", qos)
         self.pub_depth = self.create_publisher(Image, "depth_gt", qos)
         self.index = 0
-        self.published = 0
         self.timer = self.create_timer(1.0 / rate, self._tick)
         self.get_logger().info(f"publishing {width}x{height} rendered frames at {rate} Hz ({n}-frame loop)")
 
@@ -62,7 +61,6 @@ class DemoCamera(Node):
         self.pub_image.publish(conv.rgb_to_image(header, scene.rgb))
         self.pub_info.publish(conv.make_camera_info(header, scene.intrinsics, width, height))
         self.pub_depth.publish(conv.depth_to_image(header, scene.depth))
-        self.published += 1
 
 
 def main(args: list[str] | None = None) -> int:
