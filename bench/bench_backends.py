@@ -30,10 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,20 +38,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from _harness import REFERENCE, cpu_model_name, log, machine_info, p95, peak_rss_mb, rss_mb, run_child
 
-REFERENCE = REPO.parent / "shared" / "reference"
 MODELS = {"public": None, "vits": "vits14_variant", "vitb": "vitb14_variant", "vitl": "vitl14_v2json"}
 VARIANTS = ("eager", "compiled", "ort-cpu", "ort-cuda", "ort-tensorrt")
 ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "tensorrt"}
 #: dense peak TFLOPS (fp32, fp16/bf16 tensor cores) of GPUs we may run on; others need --peak-tflops
 GPU_PEAKS = {"H100": (67.0, 989.0), "H200": (67.0, 989.0), "A100": (19.5, 312.0), "L4": (30.3, 121.0)}
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- peaks
@@ -99,13 +89,6 @@ def build_model(name: str) -> Any:
         return MoGe2Model(config).eval()
 
 
-def _rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def count_flops(model: Any, image: Any, num_tokens: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -137,7 +120,7 @@ def run_single(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
     device = spec["device"]
     model = build_model(spec["model"]).to(device)
-    rss_model = _rss_kib()
+    rss_model = rss_mb() or 0.0
     rng = np.random.default_rng(0)
     image_np = rng.integers(0, 256, size=(spec["batch"], spec["height"], spec["width"], 3), dtype=np.uint8)
     batch = torch.from_numpy(image_np).permute(0, 3, 1, 2).float().div(255).to(device)
@@ -181,11 +164,11 @@ def run_single(spec: dict[str, Any]) -> dict[str, Any]:
     times = [call() for _ in range(spec["repeats"])]
     result["times_s"] = times
     result["p50_s"] = statistics.median(times)
-    result["p95_s"] = statistics.quantiles(times, n=20, method="inclusive")[-1] if len(times) > 1 else times[0]
+    result["p95_s"] = p95(times)
     if device.startswith("cuda"):
         result["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
     else:
-        result["peak_mem_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_model) / 1024
+        result["peak_mem_mib"] = peak_rss_mb() - rss_model
     if spec["count_flops"]:
         result["flops"] = count_flops(model, batch[:1], spec["tokens"]) * spec["batch"]
     if spec["absrel"]:
@@ -205,19 +188,6 @@ def run_single(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- parent
-
-
-def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--single", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return dict(spec, error=f"timeout after {timeout:.0f} s")
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = " ".join(proc.stderr.strip().splitlines()[-1:])[:200]
-        return dict(spec, error=f"exit {proc.returncode}: {tail}")
-    return json.loads(lines[-1])
 
 
 def table(rows: list[dict[str, Any]], device: str, peak_note: str, peak_of: Any) -> str:
@@ -281,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         name = torch.cuda.get_device_name(torch.device(device))
         peaks = {prec: gpu_peak(name, prec != "fp32") for prec in ("fp32", "fp16", "bf16")}
     else:
-        name = platform.processor() or platform.machine()
+        name = cpu_model_name()
         peaks = {prec: cpu_peak(args.threads) for prec in ("fp32", "fp16", "bf16")}
     if args.peak_tflops:
         peaks = {k: (args.peak_tflops * 1e12, f"{args.peak_tflops} TFLOP/s (given)") for k in peaks}
@@ -293,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                     for precision in args.precisions:
                         if variant.startswith("ort-") and precision != "fp32" and not (
                                 variant == "ort-tensorrt" and precision == "fp16"):
-                            log(f"[bench_backends] {model} {tokens} {variant} {precision}: skipped (the ONNX graph "
+                            log(f"{model} {tokens} {variant} {precision}: skipped (the ONNX graph "
                                 "is fp32; half precision on ONNX Runtime is TensorRT's fp16 mode only)")
                             continue
                         spec = dict(model=model, tokens=tokens, variant=variant, precision=precision, device=device,
@@ -301,11 +271,10 @@ def main(argv: list[str] | None = None) -> int:
                                     warmup=args.warmup, threads=args.threads, workdir=workdir,
                                     count_flops=not args.no_flops and variant == "eager" and precision == "fp32",
                                     absrel=not args.no_absrel)
-                        log(f"[bench_backends] {model} {tokens} {variant} {precision} ...")
-                        t0 = time.perf_counter()
-                        row = run_child(spec, args.timeout)
+                        log(f"{model} {tokens} {variant} {precision} ...")
+                        row = run_child(__file__, spec, args.timeout)
                         outcome = row.get("error") or f"p50 {1e3 * row['p50_s']:.1f} ms"
-                        log(f"    {outcome} ({time.perf_counter() - t0:.0f} s)")
+                        log(f"    {outcome} ({row['wall_s']:.0f} s)")
                         rows.append(row)
     flops = {(r["model"], r["tokens"]): r["flops"] for r in rows if "flops" in r}
     for r in rows:
@@ -316,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, device, peaks["fp32"][1] + ("" if device == "cpu" else f"; half: {peaks['fp16'][1]}"),
                 lambda prec: peaks[prec][0]))
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": name, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"device": name, "machine": machine_info(device, args.threads),
+                                               "rows": rows}, indent=1))
     return 0
 
 

@@ -18,14 +18,11 @@ Prints a Markdown table (mean over frames, and per scene family) to stdout.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from _harness import log, machine_info, machine_line
 
 KEYS = ("depth_metric/rel", "depth_metric/delta1", "depth_scale_invariant/rel", "depth_scale_invariant/delta1",
         "depth_affine_invariant/rel", "depth_affine_invariant/delta1", "fov_x/mae", "fov_x/deviation", "coverage")
@@ -40,8 +37,6 @@ def main() -> int:
     parser.add_argument("--resolution-level", type=int, default=9, help="token level 0..9 (default 9)")
     parser.add_argument("--align-resolution", type=int, default=32, help="alignment grid (default 32; official 64)")
     args = parser.parse_args()
-
-    import torch
 
     from moge2_ros import __version__
     from moge2_ros.assets import resolve_default_model
@@ -65,7 +60,7 @@ def main() -> int:
         records.setdefault(family, []).append(metrics)
         if family != "all":
             records.setdefault("all", []).append(metrics)
-        print(f"[bench_demo_model] {i + 1}/{len(data)} {family}", file=sys.stderr, flush=True)
+        log(f"{i + 1}/{len(data)} {family}")
     seconds = time.perf_counter() - started
 
     print("# Model metrics on held-out synthetic scenes\n")
@@ -74,8 +69,7 @@ def main() -> int:
           f"CPU fp32  ")
     print(f"Data: {args.count} frames {width}x{height}, generator seed {args.seed}; alignment grid "
           f"{args.align_resolution}x{args.align_resolution}  ")
-    print(f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"moge2_ros {__version__}; {seconds:.0f} s in all\n")
+    print(f"Machine: {machine_line(machine_info())}; moge2_ros {__version__}; {seconds:.0f} s in all\n")
     groups = ["all"] + sorted(k for k in records if k != "all")
     print("| metric | " + " | ".join(f"{g} (n={len(records[g])})" for g in groups) + " |")
     print("| --- | " + " | ".join("---:" for _ in groups) + " |")

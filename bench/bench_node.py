@@ -18,10 +18,8 @@ Medians are over ``--repeats`` runs after warm-up; all numbers come from this ru
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import io
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -31,28 +29,20 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import numpy as np
+import rclpy
+import torch
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
 
-from _machine import cpu_model_name  # noqa: E402  (bench/, the script's folder)
+from moge2_ros import Predictor, load_model
+from moge2_ros.demo import make_demo_model, render_example_scene
+from moge2_ros.inference.preprocess import image_to_batch
+from moge2_ros.ros import conversions as conv
+from moge2_ros.ros.host_memory import keep_freed_memory
 
-import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
-import torch  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-
-from moge2_ros import Predictor, load_model  # noqa: E402
-from moge2_ros.demo import make_demo_model, render_example_scene  # noqa: E402
-from moge2_ros.ros.host_memory import keep_freed_memory  # noqa: E402
-from moge2_ros.inference.preprocess import image_to_batch  # noqa: E402
-from moge2_ros.ros import conversions as conv  # noqa: E402
-
-
-def log(msg: str) -> None:
-    print(f"[bench_node {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+from _harness import log, machine_info, machine_line, rss_mb
 
 
 def timeit(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
@@ -65,11 +55,6 @@ def timeit(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
         fn()
         samples.append(time.perf_counter() - t)
     return 1e3 * statistics.median(samples)
-
-
-def machine_line() -> str:
-    return (f"{cpu_model_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), {_dt.datetime.now().isoformat(timespec='seconds')}")
 
 
 # ================================================================================================ stages
@@ -159,10 +144,8 @@ class NodeProcess:
         self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-        return float("nan")
+        value = rss_mb(self.proc.pid)
+        return float("nan") if value is None else value
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -286,7 +269,8 @@ def main() -> int:
         model = args.model or str(make_demo_model(tmp / "demo_model.pt"))
         print("# moge2_node benchmark\n")
         print(f"Command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`  ")
-        print(f"Machine: {machine_line()}  ")
+        info = machine_info()
+        print(f"Machine: {machine_line(info)}, {info['date']}  ")
         print(f"Model: {'untrained demo model (MoGe2Config.tiny)' if not args.model else args.model}, "
               f"{args.tokens} tokens, CPU fp32, edge filter on\n")
         if args.repeats > 0:

@@ -25,28 +25,19 @@ and eager/compiled come from the same run of this script.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
-import resource
-import shlex
 import statistics
-import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from _harness import REFERENCE, log, machine_info, machine_line, p95, peak_rss_mb, rss_mb, run_child
 
-from _machine import cpu_model_name  # noqa: E402  (bench/, the script's folder)
-
-REFERENCE_CHECKPOINT = REPO.parent / "shared" / "reference" / "public" / "model.pt"
-SPEC_JSON = REPO.parent / "shared" / "reference" / "moge2_state_dict_spec.json"
+REFERENCE_CHECKPOINT = REFERENCE / "public" / "model.pt"
+SPEC_JSON = REFERENCE / "moge2_state_dict_spec.json"
 
 # name -> (label, how to build)
 MODELS: dict[str, tuple[str, str]] = {
@@ -60,10 +51,6 @@ HEAVY_MODELS = {"vitl"}
 WIDTH, HEIGHT = 640, 480
 
 
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 # ======================================================================================================= stats
 
 
@@ -72,8 +59,7 @@ def summarize(samples_s: list[float]) -> dict[str, Any]:
     ms = [1000.0 * s for s in samples_s]
     if not ms:
         return {"n": 0, "median_ms": None, "p95_ms": None, "min_ms": None, "samples_ms": []}
-    p95 = statistics.quantiles(ms, n=20, method="inclusive")[18] if len(ms) >= 2 else ms[0]
-    return {"n": len(ms), "median_ms": statistics.median(ms), "p95_ms": p95, "min_ms": min(ms),
+    return {"n": len(ms), "median_ms": statistics.median(ms), "p95_ms": p95(ms), "min_ms": min(ms),
             "samples_ms": [round(x, 3) for x in ms]}
 
 
@@ -99,21 +85,6 @@ def fmt_mb(value: float | None) -> str:
 
 
 # ======================================================================================================= child side
-
-
-def _current_rss_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def _setup_torch(spec: dict[str, Any]):
@@ -166,8 +137,8 @@ def child_model(spec: dict[str, Any]) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     predictor = Predictor(model, device=device, dtype=spec["dtype"], num_tokens=spec["tokens"])
     build_s = time.perf_counter() - t0
-    rss_after_build = _current_rss_mb()
-    peak_before_inference = _peak_rss_mb()
+    rss_after_build = rss_mb()
+    peak_before_inference = peak_rss_mb()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -218,7 +189,7 @@ def child_model(spec: dict[str, Any]) -> dict[str, Any]:
         "predict": summarize(pred), "post": summarize([p - n for p, n in zip(pred, net)]),
         "valid_fraction": float(geo.mask.float().mean()),
         "rss_after_build_mb": rss_after_build, "peak_rss_before_inference_mb": peak_before_inference,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
     if device.startswith("cuda"):
         out["cuda_after_build_mb"] = cuda_after_build
@@ -366,65 +337,10 @@ def run_single(spec_json: str) -> int:
 # ======================================================================================================= parent side
 
 
-def run_child(spec: dict[str, Any], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--single", json.dumps(spec)]
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    t = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
-                              env={**os.environ, **(env or {})})
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s", "wall_s": time.perf_counter() - t}
-    wall = time.perf_counter() - t
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        reason = err[-1][:240] if err else f"exit status {proc.returncode}"
-        if proc.returncode < 0:
-            reason = f"killed by signal {-proc.returncode} (out of memory?); {reason}"
-        return {"error": reason, "wall_s": wall}
-    result = json.loads(lines[-1])
-    result["wall_s"] = wall
-    result["load1_before"] = load_before
-    result["load1_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return result
-
-
-def machine_info(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    info = {
-        "cpu": cpu_model_name(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": args.threads,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": shlex.join([os.path.relpath(sys.executable, os.getcwd()) if sys.executable.startswith(os.getcwd())
-                               else sys.executable, *sys.argv]),
-        "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-    try:
-        with open("/proc/meminfo") as f:
-            info["mem_total_gb"] = round(int(f.readline().split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    if args.device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(args.device) if torch.cuda.is_available() else "CUDA NOT AVAILABLE"
-    return info
-
-
 def print_header(info: dict[str, Any], args: argparse.Namespace) -> None:
     print("## moge2_ros prediction benchmark (bench/bench_predict.py)\n")
     print(f"- command: `{info['command']}`")
-    machine = (f"{info['cpu']}, {info['logical_cpus']} logical CPUs ({info['usable_cpus']} usable), "
-               f"{info.get('mem_total_gb', '?')} GiB RAM; torch {info['torch']}, {info['torch_threads']} threads; "
-               f"Python {info['python']}")
-    print(f"- machine: {machine}")
-    if "gpu" in info:
-        print(f"- GPU: {info['gpu']}")
+    print(f"- machine: {machine_line(info)}")
     print(f"- date: {info['date']}; load average at start (1/5/15 min): "
           f"{'/'.join(f'{x:.2f}' for x in info['loadavg_start']) if info['loadavg_start'] else '?'}")
     print(f"- device {args.device}, dtype {args.dtype}, input {WIDTH}x{HEIGHT} uint8 RGB, batch 1; "
@@ -579,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_single(args.single)
 
     t_start = time.perf_counter()
-    info = machine_info(args)
+    info = machine_info(args.device, args.threads)
     common = {"device": args.device, "dtype": args.dtype, "threads": args.threads}
     results: dict[str, Any] = {"machine": info, "table1": [], "table2": [], "table3": None, "section_wall_s": {}}
 
@@ -590,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                     "repeats": min(args.repeats, args.heavy_repeats) if name in HEAVY_MODELS else args.repeats,
                     "warmup": min(args.warmup, 1) if name in SLOW_MODELS else args.warmup}
             log(f"table 1: {name} @ {tokens} tokens (warm-up {spec['warmup']}, n={spec['repeats']}) ...")
-            r = run_child(spec, args.child_timeout)
+            r = run_child(__file__, spec, args.child_timeout)
             r.setdefault("model", name)
             r.setdefault("tokens", tokens)
             results["table1"].append(r)
@@ -600,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     for b in args.post_batches:
         log(f"table 2: post-processing, batch {b} ...")
-        r = run_child({**common, "kind": "post", "batch": b, "repeats": args.post_repeats, "warmup": 1},
+        r = run_child(__file__, {**common, "kind": "post", "batch": b, "repeats": args.post_repeats, "warmup": 1},
                       args.child_timeout)
         r.setdefault("batch", b)
         results["table2"].append(r)
@@ -612,10 +528,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = {**common, "kind": "compile", "model": "public", "tokens": args.compile_tokens,
                 "repeats": args.compile_repeats, "warmup": 1}
         if args.warm_inductor_cache:
-            results["table3"] = run_child(spec, args.child_timeout)
+            results["table3"] = run_child(__file__, spec, args.child_timeout)
         else:  # cold compile, as on a fresh deployment: a private, empty inductor cache
             with tempfile.TemporaryDirectory(prefix="bench_inductor_") as cache:
-                results["table3"] = run_child(spec, args.child_timeout, {"TORCHINDUCTOR_CACHE_DIR": cache})
+                results["table3"] = run_child(__file__, spec, args.child_timeout, {"TORCHINDUCTOR_CACHE_DIR": cache})
     results["section_wall_s"]["table3"] = time.perf_counter() - t
 
     total = time.perf_counter() - t_start

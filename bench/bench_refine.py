@@ -36,15 +36,9 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from _harness import SHARED, log
 
-SEVENSCENES = REPO.parent / "shared" / "data" / "sevenscenes-redkitchen"
-
-
-def _log(*args: Any) -> None:
-    print(*args, file=sys.stderr, flush=True)
+SEVENSCENES = SHARED / "data" / "sevenscenes-redkitchen"
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -90,7 +84,7 @@ def run_synthetic(args: argparse.Namespace) -> dict[str, Any]:
         row.update(seconds=seconds, filter_s=out.stats["filter_s"], fill_s=out.stats["fill_s"],
                    family=sample.meta.get("family", "?"))
         rows.append(row)
-        _log(f"frame {i} ({row['family']}): P {row['precision']:.3f} R {row['recall']:.3f} "
+        log(f"frame {i} ({row['family']}): P {row['precision']:.3f} R {row['recall']:.3f} "
              f"AbsRel {row['absrel_raw']:.4f} -> {row['absrel_refined_on_raw_pixels']:.4f} "
              f"edges {row['absrel_raw_edges']:.4f} -> {row['absrel_refined_edges_on_raw_pixels']:.4f} "
              f"{seconds:.2f} s")
@@ -170,7 +164,7 @@ def run_poisson(args: argparse.Namespace) -> dict[str, Any]:
         err = float(np.max(np.abs(depth[m] - truth[m]) / truth[m])) if m.any() else float("nan")
         results[name] = {"median_s": statistics.median(times), "iterations": res.iterations,
                          "residual": res.residual, "max_rel_error_vs_truth": err, "depth": depth}
-        _log(f"{name}: {statistics.median(times):.2f} s, {res.iterations} it, max rel err {err:.2e}")
+        log(f"{name}: {statistics.median(times):.2f} s, {res.iterations} it, max rel err {err:.2e}")
     ref = results["scipy"]["depth"]
     print(f"### Poisson completion: {width}x{height}, {unknown.mean() * 100:.1f} % unknowns (blobs), guide = truth "
           "x 1.1 (exact recovery expected)\n")
@@ -253,7 +247,7 @@ def run_sevenscenes(args: argparse.Namespace) -> dict[str, Any]:
         g = scale * guide[m]
         row["holdout_absrel_model_scaled"] = float(np.mean(np.abs(g - truth) / truth)) if m.any() else math.nan
         rows.append(row)
-        _log(f"frame {i}: filtered {row['filtered_percent']:.1f} % of valid, filled {row['filled_percent']:.1f} % "
+        log(f"frame {i}: filtered {row['filtered_percent']:.1f} % of valid, filled {row['filled_percent']:.1f} % "
              f"of pixels, hold-out AbsRel Poisson {row['holdout_absrel_poisson']:.4f} vs scaled model "
              f"{row['holdout_absrel_model_scaled']:.4f}, {row['filter_s'] + row['fill_s']:.2f} s")
         if args.images is not None and n < args.image_frames:

@@ -24,36 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from _machine import cpu_model_name  # noqa: E402  (bench/, the script's folder)
+from _harness import log, machine_info, machine_line, peak_rss_mb, rss_mb, run_child
 
 MODELS = {"tiny": "MoGe2Config.tiny (96-wide 4-block ViT)", "vits": "ViT-S-sized (384-wide 12-block ViT)"}
-
-
-def log(message: str) -> None:
-    print(f"[bench_train] {message}", file=sys.stderr, flush=True)
-
-
-def _rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def _batch(size: int, height: int, width: int, device: Any) -> dict[str, Any]:
@@ -101,7 +80,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     device = torch.device(spec["device"])
     model = build_model(ModelConfig(preset=spec["model"]), seed=0).to(device).train()
-    rss_model = _rss_mb()
+    rss_model = rss_mb()
     loss_sets = build_loss_sets(LossConfig(overrides=CPU_LOSS_OVERRIDES if spec["loss"] == "cpu" else {}))
     optimizer = torch.optim.AdamW(build_param_groups(model, ["encoder.backbone.*"], 1e-4, 1e-5))
     amp = _amp_dtype(spec["amp"], device)
@@ -135,40 +114,16 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "steps_per_s": 1.0 / median,
         "samples_per_s": spec["batch"] / median,
         "rss_after_model_mb": rss_model,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "cuda_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "load_1min": os.getloadavg()[0],
     }
 
 
-def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--single", json.dumps(spec)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**spec, "error": f"timed out after {timeout:.0f} s"}
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
-        return {**spec, "error": tail[:200]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def machine_info(device: str) -> dict[str, Any]:
-    import torch
-
-    info = {"cpu": cpu_model_name(), "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "device": device}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def print_table(rows: list[dict[str, Any]], info: dict[str, Any], args: argparse.Namespace) -> None:
     print("## Training step benchmark\n")
-    print(f"Machine: {info['cpu']} ({info['cores']} cores){', GPU ' + info['gpu'] if 'gpu' in info else ''}; "
-          f"Python {info['python']}, torch {info['torch']}; device {args.device}, {args.threads} threads, "
-          f"amp {args.amp}, loss {args.loss}; image {args.image}, {args.tokens} tokens; median of {args.steps} "
-          f"steps after {args.warmup} warm-up.\n")
+    print(f"Machine: {machine_line(info)}; device {args.device}, amp {args.amp}, loss {args.loss}; image {args.image}, "
+          f"{args.tokens} tokens; median of {args.steps} steps after {args.warmup} warm-up.\n")
     mem = "CUDA peak MB" if args.device.startswith("cuda") else "peak RSS MB (after model)"
     print(f"| model | params (M) | batch | step (s) | steps/s | samples/s | {mem} | load |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -232,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
                     "tokens": args.tokens, "loss": args.loss, "steps": args.steps, "warmup": args.warmup,
                     "device": args.device, "amp": args.amp, "threads": args.threads}
             log(f"{model} batch {batch} ...")
-            rows.append(run_child(spec, args.timeout))
+            rows.append(run_child(__file__, spec, args.timeout))
             if "error" in rows[-1]:
                 log(f"  error: {rows[-1]['error']}")
             else:
                 log(f"  {rows[-1]['step_s_median']:.3f} s/step")
-    info = machine_info(args.device)
+    info = machine_info(args.device, args.threads)
     print_table(rows, info, args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

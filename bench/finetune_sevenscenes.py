@@ -23,17 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from _harness import REPO, SHARED, log
 
-DATA = REPO.parent / "shared" / "data" / "sevenscenes-redkitchen"
+DATA = SHARED / "data" / "sevenscenes-redkitchen"
 KEYS = ("depth_metric/rel", "depth_metric/delta1", "depth_affine_invariant/rel", "depth_affine_invariant/delta1",
         "coverage")
-
-
-def log(message: str) -> None:
-    print(f"[finetune_sevenscenes] {message}", file=sys.stderr, flush=True)
 
 
 def evaluate(model_path: str, root: Path, indices: list[int], device: str, num_tokens: int | None,
