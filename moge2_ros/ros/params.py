@@ -17,6 +17,8 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
+from ..io.msg_codec import DEFAULT_MAX_PIXELS
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -59,7 +61,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("input_qos", "sensor_data", "QoS of the image and camera_info subscriptions: sensor_data (best effort) "
               "or reliable. A best-effort subscription also connects to reliable publishers.", restart=True,
               choices=("sensor_data", "reliable")),
-    ParamSpec("max_pixels", 40_000_000, "Largest accepted input image (pixels); larger frames are rejected.",
+    ParamSpec("max_pixels", DEFAULT_MAX_PIXELS, "Largest accepted input image (pixels); larger frames are rejected.",
               int_range=(4, 400_000_000)),
     ParamSpec("max_rate_hz", 0.0, "Process at most this many frames per second (0 = as fast as possible).",
               float_range=(0.0, 1000.0)),
