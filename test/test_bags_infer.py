@@ -173,7 +173,7 @@ def test_cli_make_bag_from_a_folder_dataset(setup: dict, tmp_path: Path, monkeyp
         folder.write_sample(tmp_path / "ds", f"f{k}", frame)
     assert cli.main(["make-bag", str(tmp_path / "ds"), str(tmp_path / "bag"), "--storage", "sqlite3",
                      "--depth-encoding", "32FC1"]) == 0
-    from moge2_ros.bags.dataset import BagDataset
+    from moge2_ros.data.bag import BagDataset
 
     dataset = BagDataset(tmp_path / "bag", "/camera/color/image_raw", depth_topic="/camera/aligned_depth_to_color/image_raw")
     for sample, frame in zip(dataset, setup["frames"]):
@@ -188,7 +188,7 @@ def test_make_bag_from_sevenscenes_then_bag_infer(setup: dict, sevenscenes_dir: 
     """The full-size path a user takes: make-bag from the 7-Scenes folder (registered depth) -> bag-infer."""
     sevenscenes = pytest.importorskip("moge2_ros.data.sevenscenes")
     import moge2_ros.cli as cli
-    from moge2_ros.bags.dataset import BagDataset
+    from moge2_ros.data.bag import BagDataset
 
     monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("moge2_ros.bags.cli",))
     bag = tmp_path / "kitchen"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from moge2_ros.bags import BagError
-from moge2_ros.bags.dataset import BagDataset
+from moge2_ros.data.bag import BagDataset
 from moge2_ros.bags.testing import write_samples_bag
 from moge2_ros.bags.writer import BagWriter
 from moge2_ros.data.sevenscenes import SevenScenesDataset

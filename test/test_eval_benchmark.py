@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from moge2_ros.data.sample import Sample
-from moge2_ros.errors import DatasetError
-from moge2_ros.eval.benchmark import BenchmarkDataset, load_benchmarks, markdown_table, run_benchmarks
-from moge2_ros.eval.benchmark_data import (
+from moge2_ros.data.moge_benchmark import (
     _rotation_to_z,
     official_eval_view,
     read_moge_depth_png,
@@ -20,6 +17,9 @@ from moge2_ros.eval.benchmark_data import (
     write_moge_depth_png,
     write_official_sample,
 )
+from moge2_ros.data.sample import Sample
+from moge2_ros.errors import DatasetError
+from moge2_ros.eval.benchmark import BenchmarkDataset, load_benchmarks, markdown_table, run_benchmarks
 from moge2_ros.geometry.intrinsics import pixel_to_normalized_intrinsics
 from moge2_ros.geometry.projection import depth_to_points
 from moge2_ros.inference.result import Geometry
@@ -154,7 +154,7 @@ def test_folder_format_benchmark_and_mean_over_benchmarks(tmp_path):
         write_sample(tmp_path / "mine", f"f{i}", sample)
     _write_official_benchmark(tmp_path / "official", [_plane_sample(seed=20)], ["x"])
     specs = load_benchmarks(tmp_path / "mine") + load_benchmarks(tmp_path / "official")
-    assert [s.kind for s in specs] == ["folder", "official"]
+    assert [s.kind for s in specs] == ["folder", "moge-benchmark"]
     official = list(BenchmarkDataset(specs[1]))
     predictor = ScaledTruthPredictor(samples + official, 1.1)
     summary = run_benchmarks(specs, predictor, progress=False, **FAST)
@@ -185,6 +185,24 @@ def test_bad_configs_name_the_problem(tmp_path, config, match):
     (tmp_path / "c.json").write_text(json.dumps(config))
     with pytest.raises(DatasetError, match=match):
         load_benchmarks(tmp_path / "c.json")
+
+
+def test_sevenscenes_folder_as_a_benchmark(tmp_path, sevenscenes_dir):
+    """Benchmarks are opened by open_dataset: a 7-Scenes folder is detected, or named in a config with "format"."""
+    specs = load_benchmarks(sevenscenes_dir)
+    assert [(s.kind, s.name) for s in specs] == [("sevenscenes", sevenscenes_dir.name)]
+    (tmp_path / "c.json").write_text(json.dumps({"kitchen": {"path": str(sevenscenes_dir), "format": "sevenscenes",
+                                                             "subset": 100}}))
+    dataset = BenchmarkDataset(load_benchmarks(tmp_path / "c.json")[0])
+    assert len(dataset) == 3
+    first = dataset[1]
+    from moge2_ros.data.sevenscenes import SevenScenesDataset
+
+    assert first.meta["id"] == SevenScenesDataset(sevenscenes_dir).stems[100]
+    assert first.is_metric and first.image.shape == (480, 640, 3)
+    (tmp_path / "bad.json").write_text(json.dumps({"k": {"path": str(sevenscenes_dir), "format": "official"}}))
+    with pytest.raises(DatasetError, match="'format' must be one of moge-benchmark, folder, sevenscenes"):
+        load_benchmarks(tmp_path / "bad.json")
 
 
 def test_unknown_folder_and_missing_files(tmp_path):

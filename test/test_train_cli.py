@@ -18,12 +18,6 @@ from train_helpers import FAST_LOSS, PYTHON, analytic_sample, small_model_config
     write_analytic_folder, write_yaml
 
 
-@pytest.fixture(autouse=True)
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    if "moge2_ros.train.cli" not in cli.SUBCOMMAND_MODULES:
-        monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", (*cli.SUBCOMMAND_MODULES, "moge2_ros.train.cli"))
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_analytic_folder(tmp_path_factory.mktemp("cli") / "data", count=4, seed=8)
@@ -123,13 +117,30 @@ def test_finetune_on_a_bag(tmp_path: Path, source_model: Path) -> None:
     load_model(out / "model.pt")
 
 
-def test_finetune_usage_errors(tmp_path: Path, source_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_finetune_on_a_sevenscenes_folder(tmp_path: Path, source_model: Path, sevenscenes_dir: Path) -> None:
+    """The 7-Scenes folder that make-bag and refine read is also a --data of finetune (detected, not configured)."""
+    overlay = write_yaml(tmp_path / "fast.yaml", FAST_FINETUNE)
+    out = tmp_path / "ft"
+    code = cli.main(["finetune", "--model", str(source_model), "--data", str(sevenscenes_dir), "--output", str(out),
+                     "--steps", "1", "--config", str(overlay), "--device", "cpu"])
+    assert code == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["train"][0]["kind"] == "sevenscenes"
+    assert saved["data"]["train"][0]["root"] == str(sevenscenes_dir)
+    load_model(out / "model.pt")
+
+
+def test_finetune_usage_errors(tmp_path: Path, folder: Path, source_model: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
     base = ["finetune", "--model", str(source_model), "--output", str(tmp_path / "ft")]
     assert cli.main(base + ["--data", str(tmp_path / "missing")]) == 2
     assert "--data: no such folder" in capsys.readouterr().err
     assert cli.main(base + ["--data", str(tmp_path), "--image-topic", "/img"]) == 2
     assert "--depth-topic" in capsys.readouterr().err
     assert cli.main(base + ["--data", str(tmp_path), "--depth-topic", "/d", "--cloud-topic", "/c"]) == 2
+    assert cli.main(base + ["--data", str(folder), "--image-topic", "/img", "--depth-topic", "/d"]) == 2
+    err = capsys.readouterr().err
+    assert "--image-topic only applies to rosbag2 input" in err and "is a folder dataset" in err
     assert cli.main(base + ["--data", str(tmp_path), "--steps", "-3"]) == 2
     empty = tmp_path / "empty"
     empty.mkdir()

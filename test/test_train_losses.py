@@ -17,7 +17,7 @@ from moge2_ros.errors import GeometryError
 from moge2_ros.geometry.alignment import align_points_scale_z_shift
 from moge2_ros.geometry.resize import masked_nearest_resize
 from moge2_ros.train import (
-    LABEL_TYPES,
+    LOSS_SET_LABELS,
     OFFICIAL_LOSS_SETS,
     LossError,
     LossSet,
@@ -620,7 +620,7 @@ OFFICIAL_V2_LOSS_CONFIG = {
 
 
 def test_official_loss_sets_match_the_v2_recipe():
-    assert set(OFFICIAL_LOSS_SETS) == set(LABEL_TYPES) == set(OFFICIAL_V2_LOSS_CONFIG)
+    assert set(OFFICIAL_LOSS_SETS) == set(LOSS_SET_LABELS) == set(OFFICIAL_V2_LOSS_CONFIG)
     for label, config in OFFICIAL_V2_LOSS_CONFIG.items():
         assert loss_set_for_label(label) == LossSet.from_dict(config)
         assert loss_set_for_label(label).to_dict() == config

@@ -3,15 +3,15 @@
 * :mod:`.reader`: :func:`~.reader.open_bag` -> :class:`~.reader.BagReader` (topics, counts, deserialised messages).
 * :mod:`.decode`: message -> numpy (RGB, depth in metres, K, LiDAR points, header stamps), via
   :mod:`moge2_ros.io.msg_codec`, the same codec the ROS node uses.
-* :mod:`.sync`: pairing of two topics by header stamp within a tolerance.
-* :mod:`.dataset`: :class:`~.dataset.BagDataset`, a ``Sequence[Sample]`` of image + registered depth (label type B)
-  or image + LiDAR projected into the image (label type C).
+* :mod:`.sync`: pairing of two topics by header stamp within a tolerance; the CameraInfo in force at a stamp.
 * :mod:`.writer`: :class:`~.writer.BagWriter` (Image, CompressedImage, CameraInfo, PointCloud2,
   ``moge2_ros_msgs/MonocularGeometry``, raw copies).
 * :mod:`.infer`: the ``moge2-ros bag-infer`` core (resumable, atomic output); :mod:`.cli`: its subcommands.
 * :mod:`.typestore`: the ROS 2 Jazzy message types plus ``moge2_ros_msgs/msg/MonocularGeometry``.
 
-``rosbags`` and torch are imported lazily, inside the functions that need them.
+The dataset of a recording (image + depth or LiDAR labels as Samples) is :class:`moge2_ros.data.bag.BagDataset`,
+opened through :func:`moge2_ros.data.open_dataset`.  ``rosbags`` and torch are imported lazily, inside the
+functions that need them.
 """
 
 from __future__ import annotations

@@ -129,20 +129,15 @@ def cmd_make_bag(args: argparse.Namespace) -> int:
     """``moge2-ros make-bag``."""
     from moge2_ros.bags.testing import write_samples_bag
     from moge2_ros.cli import UsageError
+    from moge2_ros.data.open import FORMAT_NAMES, detect_format, open_dataset
 
     if not args.source.is_dir():
         raise UsageError(f"SOURCE: no such folder: {args.source}")
-    layout = args.format
-    if layout == "auto":
-        layout = "sevenscenes" if any(args.source.glob("frame-*.color.jpg")) else "folder"
-    if layout == "sevenscenes":
-        from moge2_ros.data.sevenscenes import SevenScenesDataset
-
-        dataset: Any = SevenScenesDataset(args.source)
-    else:
-        from moge2_ros.data.folder import FolderDataset
-
-        dataset = FolderDataset(args.source)
+    layout = args.format if args.format != "auto" else detect_format(args.source)
+    if layout not in ("folder", "sevenscenes"):
+        raise UsageError(f"SOURCE {args.source}: a {FORMAT_NAMES[layout]}; make-bag reads a folder-format dataset "
+                         "or a 7-Scenes folder")
+    dataset = open_dataset(args.source, layout)
     count = len(dataset) if args.max_frames is None else min(len(dataset), args.max_frames)
     result = write_samples_bag(
         args.out_bag, (dataset[i] for i in range(count)), args.storage, image_format=args.image_format,

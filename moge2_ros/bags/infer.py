@@ -35,7 +35,7 @@ from typing import Any, Final
 import numpy as np
 
 from moge2_ros.bags import BagError
-from moge2_ros.bags.dataset import CameraInfoTrack, default_camera_info_topic
+from moge2_ros.bags.sync import CameraInfoTrack, default_camera_info_topic
 from moge2_ros.bags.decode import k_from_camera_info, rgb_from_msg
 from moge2_ros.bags.reader import BagReader, RawMessage, open_bag
 from moge2_ros.bags.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, get_typestore

@@ -1,14 +1,19 @@
-"""Pairing of two message streams by header stamp (like ``message_filters``' approximate-time policy, offline)."""
+"""Messages by header stamp, offline: pairing of two streams (like ``message_filters``' approximate-time policy)
+and the CameraInfo in force at an image's stamp."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from moge2_ros.errors import InputError
 
-__all__ = ["match_by_stamp", "nearest_offset_ns"]
+if TYPE_CHECKING:
+    from moge2_ros.bags.reader import BagReader
+
+__all__ = ["match_by_stamp", "nearest_offset_ns", "CameraInfoTrack", "default_camera_info_topic"]
 
 
 def _stamps(values: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
@@ -84,3 +89,47 @@ def nearest_offset_ns(primary_stamps: Sequence[int] | np.ndarray, other_stamps: 
     left = np.abs(primary - other[pos - 1])
     right = np.abs(primary - other[np.minimum(pos, other.size - 1)])
     return int(min(left.min(), right.min()))
+
+
+def default_camera_info_topic(image_topic: str) -> str:
+    """The image_transport sibling of an image topic: ``/cam/color/image_raw[/compressed]`` -> ``/cam/color/camera_info``."""
+    topic = image_topic.rstrip("/")
+    if topic.endswith("/compressed"):
+        topic = topic[: -len("/compressed")]
+    parent = topic.rsplit("/", 1)[0] if "/" in topic else ""
+    return f"{parent}/camera_info"
+
+
+class CameraInfoTrack:
+    """The CameraInfo messages of a topic by header stamp, for looking up the one in force at an image's stamp.
+
+    Only messages whose content (size, K, binning, ROI) differs from the previous one are kept, so a long
+    recording of a fixed camera costs one message of memory.
+    """
+
+    def __init__(self, bag: BagReader, topic: str) -> None:
+        self.topic = topic
+        changes: list[tuple[int, Any]] = []
+        previous: tuple[Any, ...] | None = None
+        for message in bag.messages([topic]):
+            msg = message.msg
+            key = (msg.width, msg.height, tuple(np.asarray(msg.k).tolist()), msg.binning_x, msg.binning_y,
+                   msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height)
+            if key != previous:
+                changes.append((message.stamp_ns if message.stamp_ns is not None else message.log_time_ns, msg))
+                previous = key
+        changes.sort(key=lambda item: item[0])
+        self._changes = changes
+
+    def __len__(self) -> int:
+        return len(self._changes)
+
+    def at(self, stamp_ns: int) -> Any:
+        """The camera_info in force at ``stamp_ns``: the last change stamped at or before it, else the first one
+        (None when the topic has no message)."""
+        chosen = self._changes[0][1] if self._changes else None
+        for stamp, msg in self._changes:
+            if stamp > stamp_ns:
+                break
+            chosen = msg
+        return chosen

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
+from moge2_ros.data.open import Dataset
 from moge2_ros.data.sample import LABEL_TYPES, PROVENANCE, Sample, validate_sample
 from moge2_ros.errors import DatasetError, InputError, Moge2RosError
 
@@ -220,7 +220,7 @@ def _read_normal(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return normal.astype(np.float32)
 
 
-class FolderDataset(Sequence[Sample]):
+class FolderDataset(Dataset):
     """The frames of a folder in the format of this module, as :class:`Sample` objects (read on access).
 
     Args:

@@ -46,7 +46,7 @@ from moge2_ros.data.augment import (
     resize_nearest_valid,
     sample_params,
 )
-from moge2_ros.data.sample import Sample
+from moge2_ros.data.sample import INVALID_LABEL, Sample
 from moge2_ros.errors import DatasetError
 from moge2_ros.geometry.intrinsics import pixel_to_normalized_intrinsics
 from moge2_ros.geometry.projection import depth_to_points
@@ -162,7 +162,7 @@ def augment_sample(sample: Sample, params: AugmentParams, size: tuple[int, int],
     points = torch.where(mask_pos[..., None], points, torch.inf)
     label_type = sample.label_type
     if float(mask_pos.float().mean()) < min_valid_fraction:
-        label_type = "invalid"
+        label_type = INVALID_LABEL
     return {
         "image": image.contiguous(),
         "points": points.contiguous(),

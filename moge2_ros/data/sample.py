@@ -30,9 +30,14 @@ import numpy as np
 
 from moge2_ros.errors import DatasetError
 
-__all__ = ["Sample", "LABEL_TYPES", "PROVENANCE", "validate_sample"]
+__all__ = ["Sample", "LABEL_TYPES", "INVALID_LABEL", "PROVENANCE", "validate_sample"]
 
+#: Label types of a Sample, each naming a loss set of the official recipe: "A" synthetic (dense, exact), "B" real
+#: (SfM / MVS / RGB-D), "C" LiDAR (sparse).
 LABEL_TYPES = ("A", "B", "C")
+#: The label type a training item gets instead when almost none of its pixels is valid (no loss; set by
+#: :mod:`moge2_ros.data.pipeline`, never by a Sample).
+INVALID_LABEL = "invalid"
 
 #: Values of ``Sample.provenance`` (written by ``moge2-ros refine``).
 PROVENANCE = {"missing": 0, "kept": 1, "filtered": 2, "filled": 3}

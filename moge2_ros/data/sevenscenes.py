@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from moge2_ros.data.open import Dataset
 from moge2_ros.data.sample import Sample, validate_sample
 from moge2_ros.errors import DatasetError, InputError
 
-__all__ = ["SevenScenesDataset", "register_depth", "DEPTH_K", "RGB_K", "DEPTH_TO_RGB_SHIFT_X"]
+__all__ = ["SevenScenesDataset", "register_depth", "DEPTH_K", "RGB_K", "DEPTH_TO_RGB_SHIFT_X", "FRAME_PATTERN"]
 
 #: Depth camera pixel intrinsics (documented).
 DEPTH_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])
@@ -40,7 +41,8 @@ DEPTH_TO_RGB_SHIFT_X = -0.025
 #: Raw depth values meaning "no measurement".
 INVALID_MM = (0, 65535)
 
-_FRAME = re.compile(r"^frame-(\d+)\.color\.(png|jpg)$")
+#: File name of a colour frame (group 1: the frame number); what makes a folder a 7-Scenes sequence.
+FRAME_PATTERN = re.compile(r"^frame-(\d+)\.color\.(png|jpg)$")
 
 
 def register_depth(depth_mm: np.ndarray, depth_k: np.ndarray = DEPTH_K, rgb_k: np.ndarray = RGB_K,
@@ -72,7 +74,7 @@ def register_depth(depth_mm: np.ndarray, depth_k: np.ndarray = DEPTH_K, rgb_k: n
     return flat.reshape(out_h, out_w).astype(np.float32)
 
 
-class SevenScenesDataset(Sequence[Sample]):
+class SevenScenesDataset(Dataset):
     """Frames of a 7-Scenes sequence folder with depth registered to RGB (see the module docstring).
 
     Args:
@@ -88,7 +90,7 @@ class SevenScenesDataset(Sequence[Sample]):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"7-Scenes folder {self.root}: not a directory")
-        frames = sorted((int(m.group(1)), p) for p in self.root.iterdir() if (m := _FRAME.match(p.name)))
+        frames = sorted((int(m.group(1)), p) for p in self.root.iterdir() if (m := FRAME_PATTERN.match(p.name)))
         if not frames:
             raise DatasetError(f"7-Scenes folder {self.root}: no frame-NNNNNN.color.jpg files")
         if indices is not None:
@@ -111,6 +113,11 @@ class SevenScenesDataset(Sequence[Sample]):
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    @property
+    def stems(self) -> list[str]:
+        """One name per sample: ``frame-NNNNNN`` of its colour file."""
+        return [f"frame-{number:06d}" for number, _ in self.frames]
 
     def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
         if isinstance(index, slice):

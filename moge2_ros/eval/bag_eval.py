@@ -7,7 +7,7 @@ Inputs:
   (``moge2_ros_msgs/MonocularGeometry``: the model's metric scale and inference time);
 * the GROUND-TRUTH bag (default: the same bag): the camera image topic, its camera_info and a registered depth
   topic, or a LiDAR ``PointCloud2`` projected through the camera_info (read with
-  :class:`moge2_ros.bags.dataset.BagDataset`; label type B or C).
+  :class:`moge2_ros.data.bag.BagDataset`; label type B or C).
 
 Predictions are matched to ground-truth frames by header stamp (one-to-one, within a tolerance).  Per frame the
 official metrics are computed (:func:`moge2_ros.eval.metrics.compute_metrics`: depth AbsRel / δ1 metric,
@@ -219,10 +219,10 @@ def evaluate_bag(config: BagEvalConfig, progress: bool = True) -> BagEvalResult:
     from tqdm import tqdm
 
     from moge2_ros.bags import BagError
-    from moge2_ros.bags.dataset import BagDataset
     from moge2_ros.bags.reader import open_bag
     from moge2_ros.bags.sync import match_by_stamp, nearest_offset_ns
     from moge2_ros.bags.typestore import CAMERA_INFO, GEOMETRY, IMAGE, POINT_CLOUD2
+    from moge2_ros.data.open import open_dataset
     from moge2_ros.eval.bag_eval_stats import HistogramAccumulator, RangeAccumulator, flicker, frame_scale, scale_drift
     from moge2_ros.eval.metrics import compute_metrics, gt_from_sample, key_average
     from moge2_ros.geometry.intrinsics import pixel_to_normalized_intrinsics
@@ -270,9 +270,9 @@ def evaluate_bag(config: BagEvalConfig, progress: bool = True) -> BagEvalResult:
                                    gt_path) if config.gt_camera_info_topic else None)
 
     # 2. Ground-truth frames and the matching.
-    dataset = BagDataset(gt_path, image_topic, depth_topic=gt_depth_topic, cloud_topic=gt_cloud_topic,
-                         camera_info_topic=gt_info_topic, tolerance_ms=config.tolerance_ms,
-                         cloud_to_camera=config.cloud_to_camera)
+    dataset = open_dataset(gt_path, format="bag", image_topic=image_topic, depth_topic=gt_depth_topic,
+                           cloud_topic=gt_cloud_topic, camera_info_topic=gt_info_topic,
+                           tolerance_ms=config.tolerance_ms, cloud_to_camera=config.cloud_to_camera)
     gt_stamps = dataset.stamps_ns
     with open_bag(config.pred_bag) as pred_bag:
         pred_stamps = _pred_stamps(pred_bag, pred_depth_topic)

@@ -5,10 +5,13 @@ Sources accepted by :func:`load_benchmarks`:
 * an official-style config JSON (``configs/eval/all_benchmarks.json`` of the MoGe release):
   ``{name: {"path", "width", "height", "split", "depth_unit", "has_sharp_boundary", "drop_max_depth",
   "subset", ...}}``; relative paths are resolved against the config's folder first, then the working directory.
-  An extra key ``"format": "folder"`` selects the project's folder format for that entry;
-* one official benchmark folder (it holds ``.index.txt``), evaluated at its images' own size;
-* a folder whose sub-folders are official benchmarks (one benchmark per sub-folder);
-* a folder in the project's folder format (:class:`moge2_ros.data.folder.FolderDataset`).
+  An extra key ``"format"`` reads that entry as another dataset format: ``"folder"`` (the project's folder
+  format) or ``"sevenscenes"`` (default ``"moge-benchmark"``, the official layout);
+* one dataset folder that :func:`moge2_ros.data.open.detect_format` recognises: an official benchmark folder (it
+  holds ``.index.txt``, evaluated at its images' own size), a folder-format dataset or a 7-Scenes sequence;
+* a folder whose sub-folders are official benchmarks (one benchmark per sub-folder).
+
+Every benchmark is opened by :func:`moge2_ros.data.open.open_dataset`.
 
 :func:`run_benchmarks` predicts every sample with a :class:`~moge2_ros.inference.predictor.Predictor`,
 computes the official metrics (:func:`~moge2_ros.eval.metrics.evaluate_geometry`), averages them per benchmark
@@ -24,7 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from moge2_ros.errors import DatasetError
 
@@ -35,6 +38,7 @@ __all__ = [
     "run_benchmarks",
     "markdown_table",
     "TABLE_COLUMNS",
+    "BENCHMARK_FORMATS",
 ]
 
 #: Keys of the official ``EvalDataLoaderPipeline`` that this reader accepts but does not use.
@@ -42,6 +46,8 @@ _IGNORED_KEYS = {"num_load_workers", "num_process_workers", "include_segmentatio
                  "depth_to_normal", "max_segments", "min_seg_area"}
 _KNOWN_KEYS = {"path", "width", "height", "split", "depth_unit", "has_sharp_boundary", "drop_max_depth", "subset",
                "format"} | _IGNORED_KEYS
+#: The dataset formats (:data:`moge2_ros.data.open.FORMATS`) a benchmark may have; a bag needs topics: ``bag-eval``.
+BENCHMARK_FORMATS = ("moge-benchmark", "folder", "sevenscenes")
 
 #: Columns of the Markdown table: (metric key, header, factor). rel / delta1 / F1 are shown in percent.
 TABLE_COLUMNS: tuple[tuple[str, str, float], ...] = (
@@ -79,10 +85,11 @@ class BenchmarkSpec:
     Attributes:
         name: table row name.
         path: benchmark folder.
-        kind: ``"official"`` (MoGe layout) or ``"folder"`` (project folder format).
-        width, height: the official evaluation view size (None: each image's own size).
+        kind: the dataset format, one of :data:`BENCHMARK_FORMATS` (``"moge-benchmark"``: the official layout).
+        width, height: the official evaluation view size (None: each image's own size; official layout only).
         split: index file name inside ``path`` (official layout).
-        depth_unit: metres per stored depth unit; None = the depth is not metric (official meaning).
+        depth_unit: metres per stored depth unit; None = the depth is not metric (official meaning; official
+            layout only).
         has_sharp_boundary: compute the boundary F1 (synthetic data with exact depth edges).
         drop_max_depth: depths above this many times the 1 % quantile are dropped (official default 1000).
         subset: evaluate every ``subset``-th sample only.
@@ -90,7 +97,7 @@ class BenchmarkSpec:
 
     name: str
     path: Path
-    kind: str = "official"
+    kind: str = "moge-benchmark"
     width: int | None = None
     height: int | None = None
     split: str = ".index.txt"
@@ -105,60 +112,39 @@ class BenchmarkSpec:
 
 
 class BenchmarkDataset(Sequence[Any]):
-    """``Sequence[Sample]`` of one benchmark, already in its evaluation view (official layout) or as stored
-    (folder format).  ``sample.meta["has_sharp_boundary"]`` carries the spec's flag; ``sample.meta["id"]`` is
-    the sample's name."""
+    """``Sequence[Sample]`` of one benchmark (every ``subset``-th sample of the dataset
+    :func:`~moge2_ros.data.open.open_dataset` opens; official layout: in its evaluation view).
+    ``sample.meta["has_sharp_boundary"]`` carries the spec's flag; ``sample.meta["id"]`` is the sample's name."""
 
     def __init__(self, spec: BenchmarkSpec) -> None:
-        self.spec = spec
-        if spec.kind == "official":
-            from moge2_ros.eval.benchmark_data import read_index
+        from moge2_ros.data.open import open_dataset
 
-            names = read_index(spec.path, spec.split)
-            self._names = names[:: spec.subset] if spec.subset else names
-            self._folder = None
-        elif spec.kind == "folder":
-            folder_cls = _folder_dataset_class()
-            self._folder = folder_cls(spec.path)
-            n = len(self._folder)
-            self._names = list(range(n))[:: spec.subset] if spec.subset else list(range(n))
-        else:
-            raise DatasetError(f"benchmark {spec.name}: unknown kind {spec.kind!r} (expected official or folder)")
+        self.spec = spec
+        if spec.kind not in BENCHMARK_FORMATS:
+            raise DatasetError(f"benchmark {spec.name}: unknown kind {spec.kind!r} (expected one of "
+                               f"{', '.join(BENCHMARK_FORMATS)})")
+        options: dict[str, Any] = {}
+        if spec.kind == "moge-benchmark":
+            options = {"split": spec.split, "width": spec.width, "height": spec.height,
+                       "depth_unit": spec.depth_unit, "drop_max_depth": spec.drop_max_depth}
+        self._dataset = open_dataset(spec.path, spec.kind, **options)
+        self._indices = list(range(len(self._dataset)))[:: spec.subset or 1]
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._indices)
 
     def __getitem__(self, index: int) -> Any:  # type: ignore[override]
         if not -len(self) <= index < len(self):
             raise IndexError(index)
-        name = self._names[index]
-        if self._folder is not None:
-            sample = self._folder[name]
-            stems = getattr(self._folder, "stems", None)
-            sample_id = stems[name] if stems is not None else sample.meta.get("stem", sample.source or str(name))
-        else:
-            from moge2_ros.eval.benchmark_data import official_eval_view, read_official_sample
-
-            raw, infinite = read_official_sample(self.spec.path / str(name), self.spec.depth_unit)
-            width = self.spec.width or raw.width
-            height = self.spec.height or raw.height
-            sample = official_eval_view(raw, width, height, self.spec.drop_max_depth, infinite)
-            sample_id = str(name)
+        position = self._indices[index]
+        sample = self._dataset[position]
         meta = dict(sample.meta)
-        meta.update(id=str(sample_id), has_sharp_boundary=self.spec.has_sharp_boundary)
+        meta.update(id=str(self._dataset.stems[position]), has_sharp_boundary=self.spec.has_sharp_boundary)
         return sample.replace(meta=meta)
 
     def __iter__(self) -> Iterator[Any]:
         for i in range(len(self)):
             yield self[i]
-
-
-def _folder_dataset_class() -> Callable[[Path], Sequence[Any]]:
-    try:
-        from moge2_ros.data.folder import FolderDataset
-    except ImportError as exc:  # pragma: no cover - the data helper's module is part of the package
-        raise DatasetError(f"the folder dataset format is not available in this installation ({exc})") from None
-    return FolderDataset
 
 
 # ------------------------------------------------------------------------------------------------ loading specs
@@ -190,9 +176,10 @@ def _spec_from_config(name: str, cfg: Any, base: Path, where: str) -> BenchmarkS
             raise DatasetError(f"{where}: benchmark '{name}': '{key}' must be an integer, found {value!r}")
         return kind(value)
 
-    kind = cfg.get("format", "official")
-    if kind not in ("official", "folder"):
-        raise DatasetError(f"{where}: benchmark '{name}': 'format' must be 'official' or 'folder', found {kind!r}")
+    kind = cfg.get("format", "moge-benchmark")
+    if kind not in BENCHMARK_FORMATS:
+        raise DatasetError(f"{where}: benchmark '{name}': 'format' must be one of {', '.join(BENCHMARK_FORMATS)}, "
+                           f"found {kind!r}")
     width, height = number("width", int, None), number("height", int, None)
     if (width is None) != (height is None):
         raise DatasetError(f"{where}: benchmark '{name}': give both 'width' and 'height' or neither")
@@ -206,15 +193,12 @@ def _spec_from_config(name: str, cfg: Any, base: Path, where: str) -> BenchmarkS
     )
 
 
-def _looks_like_folder_format(path: Path) -> bool:
-    return any(path.glob("*.rgb.png")) or any(path.glob("*.rgb.jpg"))
-
-
 def load_benchmarks(source: str | Path, only: Sequence[str] | None = None) -> list[BenchmarkSpec]:
     """Benchmark specs from a config JSON or a data folder (see the module docstring).
 
     Args:
-        source: ``.json`` config, official benchmark folder, folder of benchmarks, or folder-format dataset.
+        source: ``.json`` config, official benchmark folder, folder of benchmarks, folder-format dataset or
+            7-Scenes sequence.
         only: keep these benchmark names (error if one is missing).
 
     Raises:
@@ -233,16 +217,21 @@ def load_benchmarks(source: str | Path, only: Sequence[str] | None = None) -> li
             raise DatasetError(f"{source}: expected a JSON object {{benchmark name: settings}}")
         specs = [_spec_from_config(name, cfg, source.parent, str(source)) for name, cfg in config.items()]
     elif source.is_dir():
-        if (source / ".index.txt").is_file():
-            specs = [BenchmarkSpec(name=source.name, path=source)]
-        elif _looks_like_folder_format(source):
-            specs = [BenchmarkSpec(name=source.name, path=source, kind="folder")]
-        else:
+        from moge2_ros.data.open import FORMAT_NAMES, detect_format
+
+        try:
+            kind = detect_format(source)
+        except DatasetError as exc:
             subs = sorted(p for p in source.iterdir() if (p / ".index.txt").is_file())
             if not subs:
-                raise DatasetError(f"{source}: neither a benchmark config, an official benchmark folder (with "
-                                   ".index.txt), a folder of such benchmarks, nor a folder-format dataset")
+                raise DatasetError(f"{source}: neither a benchmark config, a folder of official benchmarks "
+                                   f"(sub-folders with .index.txt), nor a dataset ({exc})") from None
             specs = [BenchmarkSpec(name=p.name, path=p) for p in subs]
+        else:
+            if kind not in BENCHMARK_FORMATS:
+                raise DatasetError(f"{source}: a {FORMAT_NAMES[kind]} is no benchmark (evaluate recordings with "
+                                   "bag-eval)")
+            specs = [BenchmarkSpec(name=source.name, path=source, kind=kind)]
     else:
         raise DatasetError(f"benchmark source not found: {source}")
     if only:

@@ -46,8 +46,8 @@ def add_parsers(sub: Any) -> None:
             "error and δ1 under metric / scale-invariant / affine-invariant alignment, depth AbsRel and δ1, "
             "boundary F1 where the benchmark has sharp boundaries, FoV error). BENCHMARK is an official config "
             "JSON (configs/eval/all_benchmarks.json style), an official benchmark folder (with .index.txt), a "
-            "folder of such folders, or a folder-format dataset. Writes results.json (per sample, per "
-            "benchmark, mean) and results.md (table) into --output."
+            "folder of such folders, a folder-format dataset or a 7-Scenes sequence. Writes results.json (per "
+            "sample, per benchmark, mean) and results.md (table) into --output."
         ),
         epilog="Exit status: 0 success, 1 runtime error, 2 usage error.",
     )

@@ -27,7 +27,6 @@ __all__ = ["add_parsers", "cmd_refine"]
 PROGRESS_FILE = "refine_progress.jsonl"
 CONFIG_FILE = "refine_config.json"
 SUMMARY_FILE = "refine_summary.json"
-_BAG_SUFFIXES = (".mcap", ".db3")
 
 
 def _tolerance(text: str) -> float:
@@ -90,52 +89,25 @@ def add_parsers(sub: Any) -> None:
 # ---------------------------------------------------------------------------------------------- input
 
 
-def _detect_format(path: Path) -> str:
-    if path.is_file() and path.suffix in _BAG_SUFFIXES:
-        return "bag"
-    if path.is_dir():
-        if (path / "metadata.yaml").is_file() or any(p.suffix in _BAG_SUFFIXES for p in path.iterdir()):
-            return "bag"
-        if any(p.name.startswith("frame-") and p.name.endswith(".color.jpg") for p in path.iterdir()):
-            return "sevenscenes"
-        return "folder"
-    return "folder"
-
-
 def _open_input(args: argparse.Namespace) -> tuple[Sequence[Any], list[str], str]:
-    """The dataset, one output stem per frame and a description of the input."""
+    """The dataset (:func:`moge2_ros.data.open.open_dataset`), one output stem per frame and a description."""
     from moge2_ros.cli import UsageError
+    from moge2_ros.data.open import FORMAT_NAMES, FORMAT_OPTIONS, detect_format, open_dataset
 
     data: Path = args.data
     if not data.exists():
         raise UsageError(f"--data {data}: no such file or directory")
-    kind = args.format if args.format != "auto" else _detect_format(data)
-    bag_options = [o for o in ("image_topic", "depth_topic", "cloud_topic", "camera_info_topic", "tolerance_ms")
-                   if getattr(args, o) is not None]
-    if kind != "bag" and bag_options:
-        raise UsageError(f"--{bag_options[0].replace('_', '-')} only applies to rosbag2 input; {data} was read as "
-                         f"a {kind} dataset (see --format)")
-    if kind == "folder":
-        from moge2_ros.data.folder import FolderDataset
-
-        dataset = FolderDataset(data)
-        return dataset, list(dataset.stems), f"folder dataset {data}"
-    if kind == "sevenscenes":
-        from moge2_ros.data.sevenscenes import SevenScenesDataset
-
-        dataset = SevenScenesDataset(data)
-        return dataset, [f"frame-{number:06d}" for number, _ in dataset.frames], f"7-Scenes sequence {data}"
-    if args.image_topic is None or (args.depth_topic is None) == (args.cloud_topic is None):
+    kind = args.format if args.format != "auto" else detect_format(data)
+    options = {o: getattr(args, o) for o in ("image_topic", "depth_topic", "cloud_topic", "camera_info_topic",
+                                             "tolerance_ms")}
+    stray = [o for o, value in options.items() if value is not None and o not in FORMAT_OPTIONS[kind]]
+    if stray:
+        raise UsageError(f"--{stray[0].replace('_', '-')} only applies to rosbag2 input; {data} was read as "
+                         f"a {FORMAT_NAMES[kind]} (see --format)")
+    if kind == "bag" and (args.image_topic is None or (args.depth_topic is None) == (args.cloud_topic is None)):
         raise UsageError("rosbag2 input needs --image-topic and exactly one of --depth-topic or --cloud-topic")
-    from moge2_ros.bags.dataset import BagDataset
-
-    options: dict[str, Any] = {}
-    if args.tolerance_ms is not None:
-        options["tolerance_ms"] = args.tolerance_ms
-    dataset = BagDataset(data, args.image_topic, depth_topic=args.depth_topic, cloud_topic=args.cloud_topic,
-                         camera_info_topic=args.camera_info_topic, **options)
-    digits = max(6, len(str(len(dataset) - 1)))
-    return dataset, [f"{i:0{digits}d}" for i in range(len(dataset))], f"rosbag2 {data} ({args.image_topic})"
+    dataset = open_dataset(data, kind, **options)
+    return dataset, list(dataset.stems), f"{FORMAT_NAMES[kind]} {data}"
 
 
 def _check_paths(data: Path, output: Path) -> None:

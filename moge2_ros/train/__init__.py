@@ -15,7 +15,7 @@ from moge2_ros._lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     # losses
     **{name: "moge2_ros.train.losses" for name in (
-        "LABEL_TYPES", "LOSS_FUNCTIONS", "OFFICIAL_LOSS_SETS", "LossError", "LossSet", "LossTerm",
+        "LOSS_SET_LABELS", "LOSS_FUNCTIONS", "OFFICIAL_LOSS_SETS", "LossError", "LossSet", "LossTerm",
         "affine_invariant_global_loss", "affine_invariant_local_loss", "anchor_sampling_weight", "angle_between",
         "compute_instance_losses", "edge_loss", "loss_set_for_label", "mask_bce_loss",
         "metric_scale_loss", "normal_loss", "normal_map_loss", "sample_patch_anchors", "scale_loss_target")},

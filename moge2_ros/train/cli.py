@@ -2,7 +2,7 @@
 
 * ``moge2-ros train CONFIG [--resume] [--output DIR] [--steps N] [--device D]``: train as the YAML file says.
 * ``moge2-ros finetune --model SRC --data FOLDER|BAG [--output DIR] [--steps N] [--config YAML] ...``: continue
-  training a checkpoint on a folder dataset or a rosbag2 recording with a lower learning rate.
+  training a checkpoint on a folder dataset, a 7-Scenes sequence or a rosbag2 recording with a lower learning rate.
 
 Multi-GPU / multi-node: start either under ``torchrun``, e.g.
 ``torchrun --nproc_per_node 4 -m moge2_ros train CONFIG``.  Nothing heavy is imported at module level.
@@ -56,7 +56,8 @@ def add_parsers(sub: Any) -> None:
         "finetune",
         help="fine-tune a model on a folder dataset or a rosbag2 recording",
         description=(
-            "Fine-tune the model SRC on FOLDER (the documented folder format) or BAG (a rosbag2 recording: image + "
+            "Fine-tune the model SRC on FOLDER (the documented folder format or a 7-Scenes sequence) or BAG (a "
+            "rosbag2 recording: image + "
             "registered depth or LiDAR cloud + camera_info topics) with a lower learning rate (head 2e-5, "
             "backbone 2e-6, cosine decay). --config YAML overlays any part of the configuration (same keys as "
             "'train'). On a CPU the loss alignments run at reduced resolution unless --config sets 'loss'. "
@@ -67,7 +68,8 @@ def add_parsers(sub: Any) -> None:
     ft.add_argument("--model", metavar="SRC",
                     help="model.pt / .safetensors / model folder / Hugging Face id to start from (default: the bundled demo model)")
     ft.add_argument("--data", required=True, type=Path, metavar="FOLDER|BAG",
-                    help="folder dataset, or a rosbag2 folder / .mcap / .db3 file (needs --image-topic)")
+                    help="folder dataset, 7-Scenes sequence folder, or a rosbag2 folder / .mcap / .db3 file "
+                         "(needs --image-topic)")
     ft.add_argument("--output", "-o", type=Path, default=Path("runs/finetune"), metavar="DIR",
                     help="run folder (default: runs/finetune)")
     ft.add_argument("--steps", type=_positive_int, metavar="N", help="optimizer steps (default 1000)")
@@ -118,34 +120,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _run(load_config(args.config, overrides), args.resume)
 
 
-def _looks_like_bag(path: Path) -> bool:
-    if path.is_file():
-        return path.suffix in (".mcap", ".db3")
-    return (path / "metadata.yaml").is_file() or any(path.glob("*.mcap")) or any(path.glob("*.db3"))
-
-
 def _data_source(args: argparse.Namespace) -> dict[str, Any]:
+    """The training source (YAML schema) of ``--data``, whose format :func:`moge2_ros.data.open.detect_format`
+    decides: a folder dataset, a 7-Scenes folder or a rosbag2 recording (which needs the topic options)."""
     from moge2_ros.cli import UsageError
+    from moge2_ros.data.open import FORMAT_NAMES, detect_format
 
     path: Path = args.data
     if not path.exists():
         raise UsageError(f"--data: no such folder or file: {path}")
-    topics = (args.image_topic, args.depth_topic, args.cloud_topic, args.camera_info_topic, args.tolerance_ms)
-    if any(t is not None for t in topics) or _looks_like_bag(path):
+    bag_options = ("image_topic", "depth_topic", "cloud_topic", "camera_info_topic", "tolerance_ms")
+    given = [o for o in bag_options if getattr(args, o) is not None]
+    kind = None if given else detect_format(path)
+    if given or kind == "bag":
         if not args.image_topic:
             raise UsageError(f"--data {path} is a rosbag2 recording: give --image-topic and --depth-topic or "
                              "--cloud-topic")
         if not (args.depth_topic or args.cloud_topic):
             raise UsageError("--data BAG: give --depth-topic (registered depth) or --cloud-topic (LiDAR)")
+        kind = detect_format(path)
+        if kind != "bag":
+            raise UsageError(f"--{given[0].replace('_', '-')} only applies to rosbag2 input; {path} is a "
+                             f"{FORMAT_NAMES[kind]}")
         source: dict[str, Any] = {"kind": "bag", "path": str(path), "image_topic": args.image_topic,
                                   "depth_topic": args.depth_topic, "cloud_topic": args.cloud_topic,
                                   "camera_info_topic": args.camera_info_topic}
         if args.tolerance_ms is not None:
             source["tolerance_ms"] = args.tolerance_ms
         return source
-    if not path.is_dir():
-        raise UsageError(f"--data: {path} is neither a dataset folder nor a rosbag2 recording (.mcap/.db3)")
-    return {"kind": "folder", "root": str(path)}
+    if kind in ("folder", "sevenscenes"):
+        return {"kind": kind, "root": str(path)}
+    raise UsageError(f"--data {path}: an {FORMAT_NAMES[kind]}; finetune trains on a folder dataset, a 7-Scenes "
+                     "folder or a rosbag2 recording")
 
 
 def finetune_config_dict(model: str, source: dict[str, Any], output: str, steps: int = 1000) -> dict[str, Any]:

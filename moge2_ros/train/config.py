@@ -138,7 +138,7 @@ class FolderSource:
 
 @dataclass
 class BagSource:
-    """A rosbag2 recording (:class:`moge2_ros.bags.dataset.BagDataset`): image + depth (label B) or image + LiDAR
+    """A rosbag2 recording (:class:`moge2_ros.data.bag.BagDataset`): image + depth (label B) or image + LiDAR
     cloud (label C), synchronised by header stamp."""
 
     kind: Literal["bag"] = "bag"
@@ -507,13 +507,13 @@ def _check_against_dataclass(cls: type, values: Mapping[str, Any], path: str) ->
 
 
 def _validate_loss(cfg: LossConfig) -> None:
-    from moge2_ros.train.losses import LABEL_TYPES, LossError, LossSet
+    from moge2_ros.train.losses import LOSS_SET_LABELS, LossError, LossSet
 
     for section in ("sets", "overrides"):
         for label, spec in getattr(cfg, section).items():
-            if label not in LABEL_TYPES:
+            if label not in LOSS_SET_LABELS:
                 raise TrainConfigError(f"loss.{section}.{label}: unknown label type; expected one of "
-                                       f"{list(LABEL_TYPES)}")
+                                       f"{list(LOSS_SET_LABELS)}")
             if not isinstance(spec, Mapping):
                 raise TrainConfigError(f"loss.{section}.{label}: expected a mapping of loss terms, found {spec!r}")
             if section == "sets":

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from moge2_ros.data.sample import INVALID_LABEL, LABEL_TYPES
 from moge2_ros.errors import Moge2RosError
 from moge2_ros.geometry.alignment import align_points_scale_xyz_shift, align_points_scale_z_shift
 from moge2_ros.geometry.resize import masked_nearest_resize
@@ -44,7 +45,7 @@ __all__ = [
     "LossTerm",
     "LossSet",
     "OFFICIAL_LOSS_SETS",
-    "LABEL_TYPES",
+    "LOSS_SET_LABELS",
     "loss_set_for_label",
     "compute_instance_losses",
     "affine_invariant_global_loss",
@@ -723,11 +724,12 @@ OFFICIAL_LOSS_SETS: Mapping[str, LossSet] = {
     # LiDAR, sparse labels: coarse geometry, scale and mask only.
     "C": LossSet((_GLOBAL, _PATCH_4, _METRIC, _MASK)),
     # Instances without usable labels contribute nothing.
-    "invalid": LossSet(()),
+    INVALID_LABEL: LossSet(()),
 }
 """Loss sets of microsoft/MoGe ``configs/train/v2.json`` (``"loss"`` section), per label type, in config order."""
 
-LABEL_TYPES = ("A", "B", "C", "invalid")
+#: The keys of a loss-set mapping: every Sample label type, plus the training items without usable labels.
+LOSS_SET_LABELS = (*LABEL_TYPES, INVALID_LABEL)
 
 
 def loss_set_for_label(label_type: str, loss_sets: Mapping[str, LossSet] | None = None) -> LossSet:

@@ -115,7 +115,8 @@ def build_model(cfg: ModelConfig, seed: int = 0, num_tokens_range: Sequence[int]
 
 def _synthetic_cache(source: SyntheticSource, info: DistInfo, say: Any) -> Sequence[Sample]:
     """Render the frames of ``source`` once into ``cache_dir`` (folder format; rank 0) and read them from there."""
-    from moge2_ros.data.folder import FolderDataset, write_sample
+    from moge2_ros.data.folder import write_sample
+    from moge2_ros.data.open import open_dataset
     from moge2_ros.data.synthetic import SyntheticConfig, SyntheticDataset
 
     root = Path(source.cache_dir)  # type: ignore[arg-type]
@@ -140,11 +141,12 @@ def _synthetic_cache(source: SyntheticSource, info: DistInfo, say: Any) -> Seque
 
             atomic_write_bytes(marker, json.dumps(key).encode())
     barrier(info)
-    return FolderDataset(root)
+    return open_dataset(root, format="folder")
 
 
 def build_source(source: DataSource, info: DistInfo = DistInfo(), say: Any = print) -> Sequence[Sample]:
-    """The ``Sequence[Sample]`` of one configured data source."""
+    """The ``Sequence[Sample]`` of one configured data source: the generator for ``synthetic``, otherwise the
+    dataset :func:`moge2_ros.data.open.open_dataset` opens (the source's kind is its format)."""
     if isinstance(source, SyntheticSource):
         if source.cache_dir:
             return _synthetic_cache(source, info, say)
@@ -152,24 +154,18 @@ def build_source(source: DataSource, info: DistInfo = DistInfo(), say: Any = pri
 
         return SyntheticDataset(source.count, source.height, source.width, source.seed,
                                 SyntheticConfig(**source.generator))
+    from moge2_ros.data.open import open_dataset
+
     if isinstance(source, FolderSource):
-        from moge2_ros.data.folder import FolderDataset
-
-        return FolderDataset(source.root)
+        return open_dataset(source.root, format="folder")
     if isinstance(source, BagSource):
-        from moge2_ros.bags.dataset import BagDataset
-
-        kwargs: dict[str, Any] = {}
-        if source.tolerance_ms is not None:
-            kwargs["tolerance_ms"] = source.tolerance_ms
-        return BagDataset(source.path, source.image_topic, depth_topic=source.depth_topic,
-                          cloud_topic=source.cloud_topic, camera_info_topic=source.camera_info_topic, **kwargs)
+        return open_dataset(source.path, format="bag", image_topic=source.image_topic,
+                            depth_topic=source.depth_topic, cloud_topic=source.cloud_topic,
+                            camera_info_topic=source.camera_info_topic, tolerance_ms=source.tolerance_ms)
     if isinstance(source, SevenScenesSource):
-        from moge2_ros.data.sevenscenes import SevenScenesDataset
-
-        full = SevenScenesDataset(source.root)
+        full = open_dataset(source.root, format="sevenscenes")
         stop = len(full) if source.stop is None else min(source.stop, len(full))
-        return SevenScenesDataset(source.root, indices=range(source.start, stop))
+        return open_dataset(source.root, format="sevenscenes", indices=range(source.start, stop))
     raise TrainConfigError(f"unknown data source {source!r}")  # pragma: no cover - config validation
 
 

@@ -13,6 +13,8 @@ z forward), NaN where unknown.
 
 Only header stamps and log times are read when the dataset is built (no image is decoded); samples are decoded
 on access, so the dataset works with a ``torch.utils.data.DataLoader`` (each worker process opens the bag itself).
+Reading, decoding and stamp matching are the recording I/O of :mod:`moge2_ros.bags`; open a recording through
+:func:`moge2_ros.data.open_dataset` (``format="bag"``) or this class.
 """
 
 from __future__ import annotations
@@ -29,24 +31,16 @@ import numpy.typing as npt
 from moge2_ros.bags import BagError
 from moge2_ros.bags.decode import depth_from_msg, k_from_camera_info, rgb_from_msg, xyz_from_cloud
 from moge2_ros.bags.reader import BagReader, RawMessage, open_bag
-from moge2_ros.bags.sync import match_by_stamp, nearest_offset_ns
+from moge2_ros.bags.sync import CameraInfoTrack, default_camera_info_topic, match_by_stamp, nearest_offset_ns
 from moge2_ros.bags.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, POINT_CLOUD2
+from moge2_ros.data.open import Dataset
 from moge2_ros.data.sample import Sample, validate_sample
 from moge2_ros.errors import InputError
 
-__all__ = ["DEFAULT_TOLERANCE_MS", "BagDataset", "CameraInfoTrack", "default_camera_info_topic", "project_points_to_depth"]
+__all__ = ["DEFAULT_TOLERANCE_MS", "BagDataset", "project_points_to_depth"]
 
 #: Default largest stamp offset between an image and its depth / cloud, milliseconds.
 DEFAULT_TOLERANCE_MS = 20.0
-
-
-def default_camera_info_topic(image_topic: str) -> str:
-    """The image_transport sibling of an image topic: ``/cam/color/image_raw[/compressed]`` -> ``/cam/color/camera_info``."""
-    topic = image_topic.rstrip("/")
-    if topic.endswith("/compressed"):
-        topic = topic[: -len("/compressed")]
-    parent = topic.rsplit("/", 1)[0] if "/" in topic else ""
-    return f"{parent}/camera_info"
 
 
 def project_points_to_depth(
@@ -90,41 +84,6 @@ def project_points_to_depth(
     return out
 
 
-class CameraInfoTrack:
-    """The CameraInfo messages of a topic by header stamp, for looking up the one in force at an image's stamp.
-
-    Only messages whose content (size, K, binning, ROI) differs from the previous one are kept, so a long
-    recording of a fixed camera costs one message of memory.
-    """
-
-    def __init__(self, bag: BagReader, topic: str) -> None:
-        self.topic = topic
-        changes: list[tuple[int, Any]] = []
-        previous: tuple[Any, ...] | None = None
-        for message in bag.messages([topic]):
-            msg = message.msg
-            key = (msg.width, msg.height, tuple(np.asarray(msg.k).tolist()), msg.binning_x, msg.binning_y,
-                   msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height)
-            if key != previous:
-                changes.append((message.stamp_ns if message.stamp_ns is not None else message.log_time_ns, msg))
-                previous = key
-        changes.sort(key=lambda item: item[0])
-        self._changes = changes
-
-    def __len__(self) -> int:
-        return len(self._changes)
-
-    def at(self, stamp_ns: int) -> Any:
-        """The camera_info in force at ``stamp_ns``: the last change stamped at or before it, else the first one
-        (None when the topic has no message)."""
-        chosen = self._changes[0][1] if self._changes else None
-        for stamp, msg in self._changes:
-            if stamp > stamp_ns:
-                break
-            chosen = msg
-        return chosen
-
-
 @dataclass(frozen=True)
 class _Entry:
     """Where a message is in the bag: its log time, its rank among the topic's messages of that log time, stamp."""
@@ -160,7 +119,7 @@ def _span(entries: Sequence[_Entry]) -> str:
     return f"{min(stamps) / 1e9:.3f}..{max(stamps) / 1e9:.3f} s ({len(stamps)} messages)"
 
 
-class BagDataset(Sequence[Sample]):
+class BagDataset(Dataset):
     """``Sequence[Sample]`` of a rosbag2 recording (see the module docstring).
 
     Args:
@@ -271,6 +230,12 @@ class BagDataset(Sequence[Sample]):
     def stamps_ns(self) -> list[int]:
         """Header stamps of the samples' images, ns."""
         return [self._images[i].stamp_ns for i, _ in self.pairs]
+
+    @property
+    def stems(self) -> list[str]:
+        """One name per sample: its index, zero-padded to at least 6 digits (``000000``, ...)."""
+        digits = max(6, len(str(len(self) - 1)))
+        return [f"{i:0{digits}d}" for i in range(len(self))]
 
     @overload
     def __getitem__(self, index: int) -> Sample: ...

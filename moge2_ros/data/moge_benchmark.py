@@ -1,4 +1,5 @@
-"""The official MoGe benchmark data layout: reading samples and the official evaluation view.
+"""The official MoGe benchmark data layout: :class:`MoGeBenchmarkDataset` (``open_dataset`` format
+``"moge-benchmark"``), the sample reader and the official evaluation view.
 
 Layout of one benchmark (the folders that ``configs/eval/all_benchmarks.json`` of the official release points at)::
 
@@ -25,15 +26,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from moge2_ros.data.open import Dataset
 from moge2_ros.data.sample import Sample
 from moge2_ros.errors import DatasetError
 
 __all__ = [
+    "MoGeBenchmarkDataset",
     "read_moge_depth_png",
     "write_moge_depth_png",
     "read_index",
@@ -326,3 +330,53 @@ def official_eval_view(
     meta["normalized_intrinsics"] = tgt_k
     return sample.replace(image=out_image, depth=tgt_depth, intrinsics=tgt_k_px, sky=tgt_inf, meta=meta,
                           normal=None, provenance=None)
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+
+
+class MoGeBenchmarkDataset(Dataset):
+    """The samples of one official benchmark folder, each in the official evaluation view (read on access).
+
+    Args:
+        root: the benchmark folder (holds ``split``).
+        split: index file name inside ``root`` (the official config's ``split``).
+        width, height: evaluation view size in pixels; None (both) = each image's own size.
+        depth_unit: metres per stored depth unit; None = the depth is not metric (``is_metric`` False).
+        drop_max_depth: depths above this many times the 1 % depth quantile are dropped (official default 1000).
+
+    Samples: label type "B", pixel intrinsics with a centred principal point, ``sky`` = infinitely far pixels,
+    ``meta["normalized_intrinsics"]``.
+
+    Attributes:
+        stems: the index entries (sample folders relative to ``root``), one per sample.
+
+    Raises:
+        DatasetError: unreadable or empty index, one of ``width`` / ``height`` without the other; a sample's
+            files are checked when it is read.
+    """
+
+    def __init__(self, root: str | Path, split: str = ".index.txt", width: int | None = None,
+                 height: int | None = None, depth_unit: float | None = None, drop_max_depth: float = 1000.0) -> None:
+        self.root = Path(root)
+        if (width is None) != (height is None):
+            raise DatasetError(f"official benchmark {self.root}: give both width and height or neither")
+        self.width, self.height = width, height
+        self.depth_unit = depth_unit
+        self.drop_max_depth = drop_max_depth
+        self.stems: list[str] = read_index(self.root, split)
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        if isinstance(index, slice):
+            raise DatasetError("MoGeBenchmarkDataset: slicing is not supported; index one sample at a time")
+        raw, infinite = read_official_sample(self.root / self.stems[index], self.depth_unit)
+        width = self.width or raw.width
+        height = self.height or raw.height
+        return official_eval_view(raw, width, height, self.drop_max_depth, infinite)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
