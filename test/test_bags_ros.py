@@ -39,8 +39,9 @@ def test_our_bag_messages_deserialise_with_rclpy(tmp_path: Path) -> None:
         "/depth": image_msg(header, codec.encode_depth(depth)),
         "/info": info,
         "/points": cloud_msg(header, codec.encode_cloud(points, organized=False)),
-        "/geometry": geometry_msg(header, info, intrinsics_estimated=True, metric_scale=1.5, fov_x_deg=60.0,
-                                  fov_y_deg=45.0, num_tokens=1200, inference_ms=12.5, model_id="m", valid_fraction=0.9),
+        "/geometry": geometry_msg(header, codec.GeometryFields(
+            codec.encode_camera_info(k, 8, 6), intrinsics_estimated=True, metric_scale=1.5, fov_x_deg=60.0,
+            fov_y_deg=45.0, num_tokens=1200, inference_ms=12.5, model_id="m", valid_fraction=0.9)),
     }
     with BagWriter(tmp_path / "bag", "mcap") as bag:
         for topic, msg in messages.items():

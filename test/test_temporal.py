@@ -37,6 +37,18 @@ def test_lock_freezes_after_window():
     np.testing.assert_allclose(s.current(640, 480), _k(510))
 
 
+def test_follow_size_unlocks_for_another_image_size():
+    s = IntrinsicsStabilizer("lock", window=1)
+    s.update(_k(500), 640, 480)
+    assert s.locked
+    s.follow_size(640, 480)  # same size: stays locked
+    assert s.locked
+    s.follow_size(320, 240)  # a locked K belongs to its size: start over
+    assert not s.locked and s.current(320, 240) is None
+    s.update(_k(250, 159.5, 119.5), 320, 240)
+    np.testing.assert_allclose(s.current(320, 240), _k(250, 159.5, 119.5))
+
+
 def test_bad_estimates_are_ignored_and_size_change_resets():
     s = IntrinsicsStabilizer("average", window=5)
     s.update(_k(-5), 640, 480)

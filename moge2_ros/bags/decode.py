@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from moge2_ros.io import msg_codec as codec
-from moge2_ros.io.msg_codec import DEFAULT_MAX_PIXELS, ConversionError
+from moge2_ros.io.msg_codec import DEFAULT_MAX_PIXELS, ConversionError, is_compressed
 
 __all__ = [
     "depth_from_msg",
@@ -40,24 +40,18 @@ def header_stamp_ns(msg: Any) -> int:
     return sec * _NS_PER_S + nanosec
 
 
-def is_compressed(msg: Any) -> bool:
-    """Whether ``msg`` is a ``sensor_msgs/CompressedImage`` (it has ``format`` and no ``encoding``)."""
-    return hasattr(msg, "format") and not hasattr(msg, "encoding")
-
-
 def rgb_from_msg(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.uint8]:
     """``(H, W, 3)`` uint8 RGB of a ``sensor_msgs/Image`` (any colour or grey encoding the node accepts:
     rgb8, bgr8, rgba8, bgra8, mono8, mono16, 8UC3, 8UC1, 16UC1) or a ``sensor_msgs/CompressedImage`` (JPEG, PNG).
 
-    16-bit grey is scaled to 8 bits (value / 65535 * 255, rounded). The result is a writable C-contiguous copy
-    (not a view of the message buffer).
+    This is :func:`moge2_ros.io.msg_codec.decode_rgb` (the model input of the node and of ``bag-infer``) made into
+    a :class:`~moge2_ros.data.sample.Sample` image: 16-bit grey is scaled to 8 bits (value / 65535 * 255,
+    rounded), and the result is a writable C-contiguous copy (not a view of the message buffer).
 
     Raises:
         ConversionError: unsupported encoding or format, bad size, step or data.
     """
-    if is_compressed(msg):
-        return codec.decode_compressed_rgb(msg, max_pixels)
-    rgb = codec.decode_image_rgb(msg, max_pixels)
+    rgb = codec.decode_rgb(msg, max_pixels)
     if rgb.dtype != np.uint8:  # mono16 -> float32 in [0, 1]
         return np.round(rgb * np.float32(255.0)).astype(np.uint8)
     return np.ascontiguousarray(rgb)

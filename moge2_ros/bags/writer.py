@@ -19,7 +19,7 @@ import numpy as np
 
 from moge2_ros.bags import BagError
 from moge2_ros.bags.typestore import CAMERA_INFO, COMPRESSED_IMAGE, GEOMETRY, IMAGE, POINT_CLOUD2, get_typestore
-from moge2_ros.io.msg_codec import CameraInfoFields, CloudFields, ImageFields
+from moge2_ros.io.msg_codec import CameraInfoFields, CloudFields, GeometryFields, ImageFields
 
 if TYPE_CHECKING:  # pragma: no cover
     from rosbags.interfaces import Connection
@@ -102,28 +102,15 @@ def cloud_msg(header: Any, fields: CloudFields) -> Any:
     )
 
 
-def geometry_msg(
-    header: Any,
-    camera_info: Any,
-    *,
-    intrinsics_estimated: bool,
-    metric_scale: float,
-    fov_x_deg: float,
-    fov_y_deg: float,
-    num_tokens: int,
-    inference_ms: float,
-    model_id: str,
-    valid_fraction: float,
-) -> Any:
-    """``moge2_ros_msgs/MonocularGeometry`` (field meanings: ``ros/moge2_ros_msgs/msg/MonocularGeometry.msg``).
-
-    ``camera_info`` is a ``sensor_msgs/CameraInfo`` (:func:`camera_info_msg`) describing the depth image.
-    """
+def geometry_msg(header: Any, fields: GeometryFields) -> Any:
+    """``moge2_ros_msgs/MonocularGeometry`` of codec fields (field meanings:
+    ``ros/moge2_ros_msgs/msg/MonocularGeometry.msg``); its ``camera_info`` gets the same header."""
     return _types()[GEOMETRY](
-        header=header, camera_info=camera_info, intrinsics_estimated=bool(intrinsics_estimated),
-        metric_scale=float(metric_scale), fov_x_deg=float(fov_x_deg), fov_y_deg=float(fov_y_deg),
-        num_tokens=int(num_tokens), inference_ms=float(inference_ms), model_id=str(model_id),
-        valid_fraction=float(valid_fraction),
+        header=header, camera_info=camera_info_msg(header, fields.camera_info),
+        intrinsics_estimated=bool(fields.intrinsics_estimated), metric_scale=float(fields.metric_scale),
+        fov_x_deg=float(fields.fov_x_deg), fov_y_deg=float(fields.fov_y_deg), num_tokens=int(fields.num_tokens),
+        inference_ms=float(fields.inference_ms), model_id=str(fields.model_id),
+        valid_fraction=float(fields.valid_fraction),
     )
 
 

@@ -46,6 +46,12 @@ class IntrinsicsStabilizer:
     def locked(self) -> bool:
         return self._locked is not None
 
+    def follow_size(self, width: int, height: int) -> None:
+        """Start over when frames of another size arrive, also once locked: a K belongs to its image size (call
+        before each frame; :meth:`update` alone is not called any more once locked)."""
+        if self._size is not None and self._size != (width, height):
+            self.reset()
+
     def current(self, width: int, height: int) -> np.ndarray | None:
         """The stabilised ``(3, 3)`` intrinsics for an image of this size, or None to estimate per frame."""
         if self.mode == "none" or self._size != (width, height) or not self._samples:

@@ -41,12 +41,14 @@ __all__ = [
     "CameraInfoFields",
     "CloudFields",
     "ConversionError",
+    "GeometryFields",
     "ImageFields",
     "check_camera_info",
     "decode_cloud_xyz",
     "decode_compressed_rgb",
     "decode_depth",
     "decode_image_rgb",
+    "decode_rgb",
     "encode_camera_info",
     "encode_cloud",
     "encode_colorized_depth",
@@ -55,6 +57,7 @@ __all__ = [
     "encode_mask",
     "encode_normals",
     "encode_rgb",
+    "is_compressed",
     "k_matrix",
 ]
 
@@ -430,6 +433,30 @@ def decode_compressed_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     return rgb
 
 
+def is_compressed(msg: Any) -> bool:
+    """Whether ``msg`` is a ``sensor_msgs/CompressedImage`` (it has ``format`` and no ``encoding``)."""
+    return hasattr(msg, "format") and not hasattr(msg, "encoding")
+
+
+def decode_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The model input of a camera image message: :func:`decode_compressed_rgb` for a ``CompressedImage``
+    (:func:`is_compressed`), else :func:`decode_image_rgb`.
+
+    This is the one decoding of camera images into the frame pipeline (:mod:`moge2_ros.pipeline.frame`), used by
+    ``moge2_node`` and ``bag-infer`` alike.
+
+    Returns:
+        ``(H, W, 3)`` RGB: uint8 (a read-only view of the message buffer for raw 8-bit encodings), or float32 in
+        [0, 1] for 16-bit grey raw images.
+
+    Raises:
+        ConversionError: as the two decoders.
+    """
+    if is_compressed(msg):
+        return decode_compressed_rgb(msg, max_pixels)
+    return decode_image_rgb(msg, max_pixels)
+
+
 # ------------------------------------------------------------------------------------------------ intrinsics
 
 
@@ -553,6 +580,22 @@ def encode_camera_info(k: np.ndarray, width: int, height: int) -> CameraInfoFiel
         r=np.eye(3, dtype=np.float64).ravel(),
         p=projection.ravel(),
     )
+
+
+@dataclass(frozen=True)
+class GeometryFields:
+    """Content of a ``moge2_ros_msgs/MonocularGeometry`` (everything but the header; field meanings:
+    ``ros/moge2_ros_msgs/msg/MonocularGeometry.msg``)."""
+
+    camera_info: CameraInfoFields  # of the depth image (its header is the message's)
+    intrinsics_estimated: bool  # K estimated from the image (False: CameraInfo or fixed K)
+    metric_scale: float  # the model's metric scale factor (after any smoothing)
+    fov_x_deg: float  # horizontal field of view, degrees
+    fov_y_deg: float  # vertical field of view, degrees
+    num_tokens: int  # ViT tokens used
+    inference_ms: float  # model time of the frame, milliseconds
+    model_id: str  # what ran (model source or ONNX file)
+    valid_fraction: float  # share of valid pixels in [0, 1]
 
 
 # ------------------------------------------------------------------------------------------------ output images

@@ -1,13 +1,16 @@
 """Conversions between ROS 2 messages and numpy arrays: pure functions, no ROS graph, no maths.
 
-Inputs (camera → model):
+Inputs (camera → model), type-checked rclpy versions of the codec's decoders for tools and tests:
     :func:`image_to_rgb` (``sensor_msgs/Image``), :func:`compressed_to_rgb` (``sensor_msgs/CompressedImage``),
     :func:`camera_info_to_k` (``sensor_msgs/CameraInfo`` → 3x3 K in pixels), :func:`image_to_float` (a depth
-    image → metres, for tools and tests).
+    image → metres). ``moge2_node`` itself decodes through :func:`moge2_ros.pipeline.decode_rgb` and hands the
+    CameraInfo to the pipeline, like ``bag-infer`` does (the same codec functions underneath).
 Outputs (model → ROS):
+    :func:`image_msg`, :func:`camera_info_msg`, :func:`cloud_msg`, :func:`geometry_msg` wrap the codec payloads
+    of :class:`moge2_ros.pipeline.FramePipeline` (what ``moge2_node`` publishes) into rclpy messages;
     :func:`depth_to_image` (REP 117/118 depth), :func:`make_camera_info`, :func:`mask_to_image`,
-    :func:`normals_to_image`, :func:`colorize_depth_to_image`, :func:`points_to_cloud` (``PointCloud2``),
-    :func:`rgb_to_image` (an RGB array → ``rgb8``/``bgr8``, for the demo camera).
+    :func:`normals_to_image`, :func:`colorize_depth_to_image`, :func:`points_to_cloud` (``PointCloud2``) and
+    :func:`rgb_to_image` (an RGB array → ``rgb8``/``bgr8``, for the demo camera) encode an array and wrap it.
 
 Conventions:
     * Frames: REP 103 optical frame (x right, y down, z forward), the same as MoGe's OpenCV camera frame, so no
@@ -48,10 +51,14 @@ __all__ = [
     "DEPTH_ENCODINGS",
     "IMAGE_ENCODINGS",
     "ConversionError",
+    "camera_info_msg",
     "camera_info_to_k",
+    "cloud_msg",
     "colorize_depth_to_image",
     "compressed_to_rgb",
     "depth_to_image",
+    "geometry_msg",
+    "image_msg",
     "image_to_float",
     "image_to_rgb",
     "make_camera_info",
@@ -77,7 +84,6 @@ def _require_header(header: Any) -> Header:
 
 
 def _image_msg(header: Header, fields: codec.ImageFields) -> Image:
-    """Image message with ``header`` and the codec's fields."""
     msg = Image()
     msg.header = header
     msg.height = fields.height
@@ -183,7 +189,10 @@ def make_camera_info(header: Header, k: np.ndarray, width: int, height: int) -> 
         ConversionError: bad header, K or size.
     """
     _require_header(header)
-    fields = codec.encode_camera_info(k, width, height)
+    return _camera_info_msg(header, codec.encode_camera_info(k, width, height))
+
+
+def _camera_info_msg(header: Header, fields: codec.CameraInfoFields) -> CameraInfo:
     msg = CameraInfo()
     msg.header = header
     msg.height = fields.height
@@ -308,7 +317,10 @@ def points_to_cloud(
         ConversionError: bad header, shapes, dtypes or stride.
     """
     _require_header(header)
-    fields = codec.encode_cloud(points, rgb, normals, organized=organized, stride=stride)
+    return _cloud_msg(header, codec.encode_cloud(points, rgb, normals, organized=organized, stride=stride))
+
+
+def _cloud_msg(header: Header, fields: codec.CloudFields) -> PointCloud2:
     msg = PointCloud2()
     msg.header = header
     msg.height = fields.height
@@ -321,4 +333,62 @@ def points_to_cloud(
     msg.row_step = fields.row_step
     msg.data = fields.data
     msg.is_dense = fields.is_dense
+    return msg
+
+
+# ------------------------------------------------------------------------------------------------ codec payloads
+
+
+def image_msg(header: Header, fields: codec.ImageFields) -> Image:
+    """``sensor_msgs/Image`` of codec fields (:func:`moge2_ros.io.msg_codec.encode_depth` and friends, or a
+    :class:`moge2_ros.pipeline.FrameOutputs` image) under ``header`` (the input image's, carried unchanged).
+
+    Raises:
+        ConversionError: bad header.
+    """
+    _require_header(header)
+    return _image_msg(header, fields)
+
+
+def camera_info_msg(header: Header, fields: codec.CameraInfoFields) -> CameraInfo:
+    """``sensor_msgs/CameraInfo`` of :func:`moge2_ros.io.msg_codec.encode_camera_info` fields (no binning, no ROI).
+
+    Raises:
+        ConversionError: bad header.
+    """
+    _require_header(header)
+    return _camera_info_msg(header, fields)
+
+
+def cloud_msg(header: Header, fields: codec.CloudFields) -> PointCloud2:
+    """``sensor_msgs/PointCloud2`` of :func:`moge2_ros.io.msg_codec.encode_cloud` fields (FLOAT32 fields).
+
+    Raises:
+        ConversionError: bad header.
+    """
+    _require_header(header)
+    return _cloud_msg(header, fields)
+
+
+def geometry_msg(msg_type: type, header: Header, fields: codec.GeometryFields) -> Any:
+    """A ``moge2_ros_msgs/MonocularGeometry`` (``msg_type``: its rclpy class, imported by the caller because the
+    package is optional) of codec fields; ``camera_info`` gets the same header. A message definition without
+    ``valid_fraction`` (an older build of moge2_ros_msgs) is filled without it.
+
+    Raises:
+        ConversionError: bad header.
+    """
+    _require_header(header)
+    msg = msg_type()
+    msg.header = header
+    msg.camera_info = _camera_info_msg(header, fields.camera_info)
+    msg.intrinsics_estimated = bool(fields.intrinsics_estimated)
+    msg.metric_scale = float(fields.metric_scale)
+    msg.fov_x_deg = float(fields.fov_x_deg)
+    msg.fov_y_deg = float(fields.fov_y_deg)
+    msg.num_tokens = int(fields.num_tokens)
+    msg.inference_ms = float(fields.inference_ms)
+    msg.model_id = str(fields.model_id)
+    if hasattr(msg, "valid_fraction"):
+        msg.valid_fraction = float(fields.valid_fraction)
     return msg
