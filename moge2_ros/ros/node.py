@@ -21,6 +21,10 @@ geometry                   moge2_ros_msgs/MonocularGeometry              intrins
 Every output of a frame carries that frame's header unchanged (REP 103 optical frame, REP 117/118 depth).
 Latest-frame policy: the subscription callbacks only store the newest message; one worker thread runs
 inference on the newest stored frame, so a slow model drops frames (counted) instead of queueing them.
+
+The node is ROS wiring only: the frame itself (decoding, intrinsics, inference, every output's bytes) is
+:class:`moge2_ros.pipeline.FramePipeline`, the same pipeline ``bag-infer`` runs; the predictor comes from
+:func:`moge2_ros.inference.load_predictor`.
 """
 
 from __future__ import annotations
@@ -39,11 +43,11 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from ..errors import InputError, ModelLoadError, Moge2RosError
-from ..inference.temporal import IntrinsicsStabilizer, ScaleSmoother
+from ..errors import InputError, Moge2RosError
+from ..inference.factory import PredictorOptions, load_predictor
+from ..pipeline.frame import FrameConfig, FramePipeline, decode_rgb
 from . import conversions as conv
 from .host_memory import keep_freed_memory
 from .params import check_value, declare_all
@@ -61,18 +65,53 @@ def _load_geometry_msg() -> Any:
     return MonocularGeometry
 
 
+def _depth_range(cfg: dict[str, Any]) -> tuple[float, float] | None:
+    """``(min, max)`` metres kept from min_depth / max_depth (0 = no limit), None when both are off."""
+    lo, hi = cfg["min_depth"], cfg["max_depth"]
+    return (lo, hi if hi > 0 else math.inf) if (lo > 0 or hi > 0) else None
+
+
+def predictor_options(cfg: dict[str, Any]) -> PredictorOptions:
+    """The :class:`PredictorOptions` of the node's parameters (the ONNX file only counts for backend onnx)."""
+    onnx = cfg["backend"] == "onnx"
+    return PredictorOptions(
+        model=cfg["model"] or None, device=cfg["device"], precision=cfg["precision"],
+        resolution_level=cfg["resolution_level"], num_tokens=cfg["num_tokens"] or None,
+        edge_rtol=cfg["edge_rtol"] or None, depth_range=_depth_range(cfg), max_pixels=cfg["max_pixels"],
+        backend=cfg["backend"], onnx_path=(cfg["onnx_path"] or None) if onnx else None,
+        onnx_providers=tuple(cfg["onnx_providers"]), onnx_cache_dir=cfg["onnx_cache_dir"] or None,
+        compile=cfg["compile"], cuda_graphs=cfg["cuda_graphs"], channels_last=cfg["channels_last"],
+        pinned_memory=cfg["pinned_memory"],
+    )
+
+
+def frame_config(cfg: dict[str, Any]) -> FrameConfig:
+    """The :class:`FrameConfig` of the node's parameters (raises InputError for values it refuses)."""
+    fixed = cfg["fixed_intrinsics"]
+    return FrameConfig(
+        intrinsics_source=cfg["intrinsics_source"],
+        fixed_intrinsics=tuple(fixed) if cfg["intrinsics_source"] == "fixed" else None,
+        intrinsics_stabilization=cfg["intrinsics_stabilization"], intrinsics_window=cfg["intrinsics_window"],
+        scale_smoothing=cfg["scale_smoothing"], depth_encoding=cfg["depth_encoding"],
+        invalid_depth=cfg["invalid_depth"], cloud_organized=cfg["cloud_organized"],
+        cloud_stride=cfg["cloud_stride"], cloud_rgb=cfg["cloud_rgb"], cloud_normals=cfg["cloud_normals"],
+    )
+
+
 class Moge2Node(Node):
-    """The MoGe-2 ROS 2 node.  Raises :class:`ModelLoadError` from the constructor if the model cannot load."""
+    """The MoGe-2 ROS 2 node.  Raises :class:`Moge2RosError` (ModelLoadError, InputError) from the constructor if
+    the model cannot load or the parameters are unusable."""
 
     def __init__(self, node_name: str = "moge2_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.cfg = declare_all(self)
         self._cfg_lock = threading.Lock()
         self.stats = PipelineStats()
-        self._predictor = self._build_predictor()
-        self._stabilizer = IntrinsicsStabilizer(self.cfg["intrinsics_stabilization"], self.cfg["intrinsics_window"])
-        self._smoother = ScaleSmoother(self.cfg["scale_smoothing"])
-        self._check_fixed_intrinsics(self.cfg)
+        self._predictor = load_predictor(
+            predictor_options(self.cfg),
+            say=lambda note: self.get_logger().warning(f"parameter 'model' is empty: {note}"))
+        self._apply_dynamic(self._predictor, self.cfg)
+        self._pipeline = FramePipeline(self._predictor, frame_config(self.cfg))
 
         self._geometry_type = _load_geometry_msg()
         if self._geometry_type is None and self.cfg["publish_geometry"]:
@@ -108,58 +147,18 @@ class Moge2Node(Node):
         self._worker = threading.Thread(target=self._run_worker, name="moge2_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: model '{self._model_id}' on {self._predictor.device} ({self.cfg['precision']}), "
+            f"ready: model '{self._predictor.model_id}' on {self._predictor.device} ({self.cfg['precision']}), "
             f"{self._predictor.num_tokens} tokens, input '{self._image_sub.topic_name}'"
         )
 
     # ------------------------------------------------------------------------------------------------ set-up
-    def _build_predictor(self) -> Any:
-        from ..assets import DEMO_MODEL_NOTE, resolve_default_model
-        from ..checkpoints import load_model
-        from ..inference import Predictor, resolve_device
-
-        cfg = self.cfg
-        source = cfg["model"]
-        torch_device = resolve_device(cfg["device"])
-        common = dict(device=torch_device, dtype=cfg["precision"], max_pixels=cfg["max_pixels"])
-        if cfg["backend"] == "onnx":
-            if not cfg["onnx_path"]:
-                raise ModelLoadError("backend 'onnx' needs parameter 'onnx_path' (an ONNX file from "
-                                     "'moge2-ros export-onnx' or an official export)")
-            model = load_model(source, device=torch_device) if source else None
-            self._model_id = str(cfg["onnx_path"])
-            predictor = Predictor(model, backend="onnx", onnx_path=cfg["onnx_path"],
-                                  onnx_providers=list(cfg["onnx_providers"]) or None,
-                                  onnx_cache_dir=cfg["onnx_cache_dir"] or None, **common)
-        else:
-            from ..backends.torch_options import TorchOptions
-
-            source, is_default = resolve_default_model(source)
-            if is_default:
-                self.get_logger().warning(f"parameter 'model' is empty: {DEMO_MODEL_NOTE}")
-            model = load_model(source, device=torch_device)
-            self._model_id = str(source)
-            options = TorchOptions(compile=cfg["compile"], cuda_graphs=cfg["cuda_graphs"],
-                                   channels_last=cfg["channels_last"], pinned_memory=cfg["pinned_memory"])
-            predictor = Predictor(model, torch_options=options, **common)
-        self._apply_dynamic(predictor, cfg)
-        return predictor
-
     @staticmethod
     def _apply_dynamic(predictor: Any, cfg: dict[str, Any]) -> None:
         """Apply the run-time adjustable parameters to the predictor."""
         predictor.num_tokens = cfg["num_tokens"] or predictor.num_tokens_for_level(cfg["resolution_level"])
         predictor.edge_rtol = cfg["edge_rtol"] or None
-        lo, hi = cfg["min_depth"], cfg["max_depth"]
-        predictor.depth_range = (lo, hi if hi > 0 else math.inf) if (lo > 0 or hi > 0) else None
+        predictor.depth_range = _depth_range(cfg)
         predictor.max_pixels = cfg["max_pixels"]
-
-    @staticmethod
-    def _check_fixed_intrinsics(cfg: dict[str, Any]) -> None:
-        if cfg["intrinsics_source"] == "fixed":
-            reason = check_value("fixed_intrinsics", cfg["fixed_intrinsics"])
-            if reason:
-                raise ModelLoadError(f"intrinsics_source is 'fixed' but {reason}")
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         new = dict(self.cfg)
@@ -170,15 +169,13 @@ class Moge2Node(Node):
             new[p.name] = p.value
         if new["min_depth"] and new["max_depth"] and new["min_depth"] >= new["max_depth"]:
             return SetParametersResult(successful=False, reason="min_depth must be smaller than max_depth")
-        if new["intrinsics_source"] == "fixed" and check_value("fixed_intrinsics", new["fixed_intrinsics"]):
-            return SetParametersResult(successful=False, reason="intrinsics_source 'fixed' needs valid fixed_intrinsics")
+        try:
+            frame = frame_config(new)
+        except InputError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
         with self._cfg_lock:
-            old = self.cfg
             self.cfg = new
-            if (new["intrinsics_stabilization"], new["intrinsics_window"]) != (old["intrinsics_stabilization"], old["intrinsics_window"]):
-                self._stabilizer = IntrinsicsStabilizer(new["intrinsics_stabilization"], new["intrinsics_window"])
-            if new["scale_smoothing"] != old["scale_smoothing"]:
-                self._smoother = ScaleSmoother(new["scale_smoothing"])
+            self._pipeline.configure(frame)
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------------------------------------ callbacks
@@ -226,102 +223,57 @@ class Moge2Node(Node):
                     throttle_duration_sec=LOG_THROTTLE_S,
                 )
 
-    def _intrinsics_for(self, cfg: dict[str, Any], width: int, height: int) -> tuple[Any, bool]:
-        """Given intrinsics for this frame (pixels: CameraInfo or fixed) or None to estimate them (stabilised over
-        frames when intrinsics_stabilization is on), and whether they count as estimated."""
-        source = cfg["intrinsics_source"]
-        if source == "fixed":
-            fx, fy, cx, cy = cfg["fixed_intrinsics"]
-            return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), False
-        info = self._camera_info
-        if source == "camera_info" and info is not None:
-            try:
-                return conv.camera_info_to_k(info, width, height), False
-            except InputError as exc:
-                if self._camera_info is info:  # skip this message: counted once, not once per frame
-                    self._camera_info = None
-                self.stats.on_failure("bad_input", f"camera_info: {exc}")
-                self.get_logger().warning(f"ignoring camera_info: {exc}", throttle_duration_sec=LOG_THROTTLE_S)
-        return None, True
-
     def _subscribed(self, publisher: Any, enabled: bool) -> bool:
         return enabled and publisher is not None and publisher.get_subscription_count() > 0
+
+    def _wanted(self, cfg: dict[str, Any]) -> set[str]:
+        """The pipeline outputs someone listens to (depth and its camera_info go together)."""
+        want = set()
+        if self._subscribed(self.pub_depth, cfg["publish_depth"]) or self._subscribed(self.pub_info, cfg["publish_depth"]):
+            want |= {"depth", "camera_info"}
+        for name, publisher, enabled in (
+            ("points", self.pub_points, cfg["publish_points"]),
+            ("normals", self.pub_normals, cfg["publish_normals"]),
+            ("mask", self.pub_mask, cfg["publish_mask"]),
+            ("colorized", self.pub_colorized, cfg["publish_colorized"]),
+            ("geometry", self.pub_geometry, cfg["publish_geometry"]),
+        ):
+            if self._subscribed(publisher, enabled):
+                want.add(name)
+        return want
 
     def _process(self, msg: Any, received: float) -> None:
         with self._cfg_lock:
             cfg = self.cfg
-            stabilizer, smoother = self._stabilizer, self._smoother
         self._apply_dynamic(self._predictor, cfg)
-        header = msg.header
-        if isinstance(msg, CompressedImage):
-            rgb = conv.compressed_to_rgb(msg, cfg["max_pixels"])
-        else:
-            rgb = conv.image_to_rgb(msg, cfg["max_pixels"])
-        height, width = rgb.shape[:2]
-
-        want = {
-            "depth": self._subscribed(self.pub_depth, cfg["publish_depth"]) or self._subscribed(self.pub_info, cfg["publish_depth"]),
-            "points": self._subscribed(self.pub_points, cfg["publish_points"]),
-            "normals": self._subscribed(self.pub_normals, cfg["publish_normals"]),
-            "mask": self._subscribed(self.pub_mask, cfg["publish_mask"]),
-            "colorized": self._subscribed(self.pub_colorized, cfg["publish_colorized"]),
-            "geometry": self._subscribed(self.pub_geometry, cfg["publish_geometry"]),
-        }
-        if not any(want.values()):
+        rgb = decode_rgb(msg, cfg["max_pixels"])
+        info = self._camera_info
+        frame = self._pipeline.process(rgb, self._wanted(cfg), camera_info=info)
+        if frame is None:
             return  # nobody listens: no inference at all
+        if frame.camera_info_error is not None:
+            if self._camera_info is info:  # skip this message: counted once, not once per frame
+                self._camera_info = None
+            self.stats.on_failure("bad_input", f"camera_info: {frame.camera_info_error}")
+            self.get_logger().warning(f"ignoring camera_info: {frame.camera_info_error}",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
 
-        k_known, estimated = self._intrinsics_for(cfg, width, height)
-        t0 = time.perf_counter()
-        self._predictor.estimate_normals = want["normals"] or (want["points"] and cfg["cloud_normals"])
-        if k_known is None and stabilizer.mode != "none":
-            geo = self._predictor.predict_stabilized(rgb, stabilizer)
-        else:
-            geo = self._predictor.predict(rgb, intrinsics=k_known)
-        frame_scale = float(geo.metric_scale[0])
-        factor = smoother.update(frame_scale)
-        if factor != 1.0:
-            geo = geo.scaled(factor)
-        # Given intrinsics are passed through exactly (float64), not after the model's float32 round trip.
-        if k_known is not None:
-            k = np.array(k_known, dtype=np.float64)
-        else:
-            k = geo.intrinsics[0].cpu().numpy().astype("float64")
-        depth = geo.depth[0].cpu().numpy() if (want["depth"] or want["colorized"]) else None
-        inference_s = time.perf_counter() - t0
-
-        if want["depth"]:
-            self.pub_depth.publish(conv.depth_to_image(header, depth, cfg["depth_encoding"], cfg["invalid_depth"]))
-            self.pub_info.publish(conv.make_camera_info(header, k, width, height))
-        if want["points"]:
-            normals = geo.normal[0].cpu().numpy() if (cfg["cloud_normals"] and geo.normal is not None) else None
-            self.pub_points.publish(conv.points_to_cloud(
-                header, geo.points[0].cpu().numpy(), rgb if cfg["cloud_rgb"] else None, normals,
-                organized=cfg["cloud_organized"], stride=cfg["cloud_stride"]))
-        if want["normals"] and geo.normal is not None:
-            self.pub_normals.publish(conv.normals_to_image(header, geo.normal[0].cpu().numpy()))
-        if want["mask"]:
-            self.pub_mask.publish(conv.mask_to_image(header, geo.mask[0].cpu().numpy()))
-        if want["colorized"]:
-            self.pub_colorized.publish(conv.colorize_depth_to_image(header, depth))
-        if want["geometry"]:
-            self.pub_geometry.publish(self._geometry_msg(header, k, width, height, geo, estimated, inference_s, cfg))
-        self.stats.on_processed(time.monotonic() - received, inference_s)
-
-    def _geometry_msg(self, header: Any, k: Any, width: int, height: int, geo: Any, estimated: bool,
-                      inference_s: float, cfg: dict[str, Any]) -> Any:
-        m = self._geometry_type()
-        m.header = header
-        m.camera_info = conv.make_camera_info(header, k, width, height)
-        m.intrinsics_estimated = bool(estimated)
-        m.metric_scale = float(geo.metric_scale[0])
-        m.fov_x_deg = float(geo.fov_x[0])
-        m.fov_y_deg = float(geo.fov_y[0])
-        m.num_tokens = int(geo.num_tokens)
-        m.inference_ms = float(inference_s * 1e3)
-        m.model_id = self._model_id
-        if hasattr(m, "valid_fraction"):
-            m.valid_fraction = float(geo.mask[0].float().mean())
-        return m
+        header = msg.header
+        if frame.depth is not None:
+            self.pub_depth.publish(conv.image_msg(header, frame.depth))
+        if frame.camera_info is not None:
+            self.pub_info.publish(conv.camera_info_msg(header, frame.camera_info))
+        if frame.cloud is not None:
+            self.pub_points.publish(conv.cloud_msg(header, frame.cloud))
+        if frame.normals is not None:
+            self.pub_normals.publish(conv.image_msg(header, frame.normals))
+        if frame.mask is not None:
+            self.pub_mask.publish(conv.image_msg(header, frame.mask))
+        if frame.colorized is not None:
+            self.pub_colorized.publish(conv.image_msg(header, frame.colorized))
+        if frame.geometry is not None:
+            self.pub_geometry.publish(conv.geometry_msg(self._geometry_type, header, frame.geometry))
+        self.stats.on_processed(time.monotonic() - received, frame.inference_s)
 
     # ------------------------------------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
@@ -338,7 +290,7 @@ class Moge2Node(Node):
             status.level, status.message = DiagnosticStatus.OK, "running"
         info = {
             "backend": self.cfg["backend"], "device": str(self._predictor.device), "precision": self.cfg["precision"],
-            "model": self._model_id, "num_tokens": self._predictor.num_tokens,
+            "model": self._predictor.model_id, "num_tokens": self._predictor.num_tokens,
         }
         values = {**info, **snap}
         status.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
@@ -358,7 +310,7 @@ class Moge2Node(Node):
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``ros2 run moge2_ros moge2_node`` and the ``moge2_node`` console script."""
     rclpy.init(args=args)
-    reuse_memory = keep_freed_memory()  # no page faults on per-frame buffers (see inference/host_memory.py)
+    reuse_memory = keep_freed_memory()  # no page faults on per-frame buffers (see ros/host_memory.py)
     node = None
     try:
         node = Moge2Node()
