@@ -14,9 +14,10 @@ import pytest
 from bag_helpers import sevenscenes_frames
 from moge2_ros.bags import BagError
 from moge2_ros.bags.decode import depth_from_msg, k_from_camera_info
-from moge2_ros.bags.infer import BagInferOptions, run_bag_infer
 from moge2_ros.bags.reader import open_bag
 from moge2_ros.bags.testing import write_samples_bag
+from moge2_ros.inference import PredictorOptions
+from moge2_ros.pipeline.bag_infer import BagInferOptions, run_bag_infer
 
 NUM_TOKENS = 64  # tiny token budget: the untrained model's numbers do not matter here, only the plumbing
 
@@ -34,7 +35,7 @@ def setup(sevenscenes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
         layout = write_samples_bag(root / f"in_{storage}", frames, storage, image_format="jpeg")
         bags[storage] = (root / f"in_{storage}", layout)
     model = make_demo_model(root / "demo.pt")
-    predictor = Predictor(load_model(model), num_tokens=NUM_TOKENS, estimate_normals=False)
+    predictor = Predictor(load_model(model), num_tokens=NUM_TOKENS, estimate_normals=False, model_id=str(model))
     return {"root": root, "frames": frames, "bags": bags, "model": str(model), "predictor": predictor}
 
 
@@ -43,7 +44,7 @@ class _Counting:
 
     def __init__(self, predictor: Any, interrupt_at: int | None = None) -> None:
         self.inner, self.calls, self.interrupt_at = predictor, 0, interrupt_at
-        self.max_pixels = predictor.max_pixels
+        self.max_pixels, self.model_id = predictor.max_pixels, predictor.model_id
 
     def predict(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
@@ -53,7 +54,8 @@ class _Counting:
 
 
 def _options(setup: dict, **changes: Any) -> BagInferOptions:
-    return BagInferOptions(model=setup["model"], num_tokens=NUM_TOKENS, **changes)
+    return BagInferOptions(PredictorOptions(model=setup["model"], num_tokens=NUM_TOKENS, estimate_normals=False),
+                           **changes)
 
 
 def _messages(path: Path, topic: str) -> list:
@@ -86,6 +88,7 @@ def test_end_to_end_outputs_keep_stamps_and_frames(setup: dict, tmp_path: Path, 
         assert depth.shape == frame.depth.shape and np.isfinite(depth).any()
         np.testing.assert_array_equal(k_from_camera_info(info_msg.msg), frame.intrinsics)  # given K passed through
         assert geo_msg.msg.intrinsics_estimated is False and geo_msg.msg.num_tokens == NUM_TOKENS
+        assert geo_msg.msg.model_id == setup["model"]
         assert geo_msg.msg.metric_scale > 0 and 0 < geo_msg.msg.valid_fraction <= 1
     # copied input topics: bytes unchanged
     for topic in (layout.image_topic, layout.depth_topic, layout.camera_info_topic):
@@ -141,7 +144,7 @@ def test_cli_bag_infer_and_errors(setup: dict, tmp_path: Path, monkeypatch: pyte
                                   capsys: pytest.CaptureFixture[str]) -> None:
     import moge2_ros.cli as cli
 
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("moge2_ros.bags.cli",))
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("moge2_ros.pipeline.cli",))
     in_bag, layout = setup["bags"]["mcap"]
     out = tmp_path / "out"
     args = ["bag-infer", str(in_bag), str(out), "--model", setup["model"], "--num-tokens", str(NUM_TOKENS),
@@ -168,7 +171,7 @@ def test_cli_make_bag_from_a_folder_dataset(setup: dict, tmp_path: Path, monkeyp
     folder = pytest.importorskip("moge2_ros.data.folder")
     import moge2_ros.cli as cli
 
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("moge2_ros.bags.cli",))
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("moge2_ros.data.cli",))
     for k, frame in enumerate(setup["frames"][:2]):
         folder.write_sample(tmp_path / "ds", f"f{k}", frame)
     assert cli.main(["make-bag", str(tmp_path / "ds"), str(tmp_path / "bag"), "--storage", "sqlite3",
@@ -190,7 +193,7 @@ def test_make_bag_from_sevenscenes_then_bag_infer(setup: dict, sevenscenes_dir: 
     import moge2_ros.cli as cli
     from moge2_ros.data.bag import BagDataset
 
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("moge2_ros.bags.cli",))
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("moge2_ros.data.cli", "moge2_ros.pipeline.cli"))
     bag = tmp_path / "kitchen"
     assert cli.main(["make-bag", str(sevenscenes_dir), str(bag), "--storage", storage, "--image-format", "jpeg",
                      "--max-frames", "2"]) == 0

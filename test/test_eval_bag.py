@@ -194,14 +194,15 @@ def test_end_to_end_bag_infer_then_bag_eval(sevenscenes_dir, tmp_path, storage):
     """7-Scenes bag -> bag-infer (demo model) -> bag-eval: the report's numbers equal the in-memory evaluation of
     the same model on the same frames."""
     from moge2_ros import Predictor, load_model
-    from moge2_ros.bags.infer import BagInferOptions, run_bag_infer
+    from moge2_ros.inference import PredictorOptions
+    from moge2_ros.pipeline.bag_infer import BagInferOptions, run_bag_infer
     from moge2_ros.demo import make_demo_model
 
     frames = list(SevenScenesDataset(sevenscenes_dir, indices=[0, 60]))
     layout = write_samples_bag(tmp_path / "in", frames, storage)
     model_path = make_demo_model(tmp_path / "demo.pt")
-    run_bag_infer(tmp_path / "in", tmp_path / "pred", BagInferOptions(model=str(model_path), num_tokens=300,
-                                                                       device="cpu"), progress=False)
+    run_bag_infer(tmp_path / "in", tmp_path / "pred", BagInferOptions(PredictorOptions(
+        model=str(model_path), num_tokens=300, device="cpu", estimate_normals=False)), progress=False)
     result = evaluate_bag(BagEvalConfig(pred_bag=tmp_path / "pred", gt_bag=tmp_path / "in",
                                         gt_depth_topic=DEPTH_TOPIC, sample_images=1, **FAST), progress=False)
     paths = write_bag_eval_outputs(result, tmp_path / "eval")

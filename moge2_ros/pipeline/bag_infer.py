@@ -3,9 +3,12 @@
 For every selected image message the output bag gets, under the output namespace (default ``/moge2``), the same
 topics and message content as ``moge2_node`` publishes: ``depth/image`` (32FC1 metres, NaN invalid),
 ``depth/camera_info`` (K of the depth image: the input CameraInfo's when valid, else the estimate), ``geometry``
-(``moge2_ros_msgs/MonocularGeometry``) and optionally ``points`` (PointCloud2 x, y, z, rgb). Every output message
-carries the image's header (stamp and frame_id) unchanged and is logged at the image's log time, so the output
-plays back in step with the input; ``copy_input_topics`` copies the input messages too (bytes unchanged).
+(``moge2_ros_msgs/MonocularGeometry``) and optionally ``points`` (PointCloud2 x, y, z, rgb). The content comes from
+the node's own frame pipeline (:class:`moge2_ros.pipeline.frame.FramePipeline`, decoding by
+:func:`~moge2_ros.pipeline.frame.decode_rgb`), so it equals the node's byte for byte for the same frames and
+settings (tested against a running node). Every output message carries the image's header (stamp and frame_id)
+unchanged and is logged at the image's log time, so the output plays back in step with the input;
+``copy_input_topics`` copies the input messages too (bytes unchanged).
 
 Atomic and resumable output:
 
@@ -32,11 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
-
 from moge2_ros.bags import BagError
 from moge2_ros.bags.sync import CameraInfoTrack, default_camera_info_topic
-from moge2_ros.bags.decode import k_from_camera_info, rgb_from_msg
 from moge2_ros.bags.reader import BagReader, RawMessage, open_bag
 from moge2_ros.bags.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, get_typestore
 from moge2_ros.bags.writer import (
@@ -51,7 +51,8 @@ from moge2_ros.bags.writer import (
     staging_path,
 )
 from moge2_ros.errors import InputError
-from moge2_ros.io import msg_codec as codec
+from moge2_ros.inference.factory import PredictorOptions
+from moge2_ros.pipeline.frame import FrameConfig, FramePipeline, decode_rgb
 
 __all__ = ["BagInferOptions", "BagInferReport", "output_topics", "run_bag_infer"]
 
@@ -64,7 +65,8 @@ class BagInferOptions:
     """What ``bag-infer`` reads and writes (everything that shapes the output; part of the resume fingerprint).
 
     Attributes:
-        model: model source for :func:`moge2_ros.checkpoints.load_model` (file, folder or Hugging Face id).
+        predictor: the model and its settings, built with :func:`moge2_ros.inference.load_predictor` (normals are
+            not written: ``estimate_normals=False`` saves their cost).
         image_topic: Image or CompressedImage topic; None = the only image topic of the bag.
         camera_info_topic: CameraInfo of the image; None = the image's sibling ``.../camera_info`` if present.
         use_camera_info: use the CameraInfo's K (only the depth shift is solved); False = estimate K.
@@ -76,10 +78,9 @@ class BagInferOptions:
         copy_input_topics: copy every input message into the output bag.
         storage: output storage plugin (None = the input's).
         chunk_frames: frames per resumable chunk.
-        device, precision, resolution_level, num_tokens, edge_rtol: the Predictor's settings.
     """
 
-    model: str
+    predictor: PredictorOptions
     image_topic: str | None = None
     camera_info_topic: str | None = None
     use_camera_info: bool = True
@@ -93,11 +94,17 @@ class BagInferOptions:
     copy_input_topics: bool = False
     storage: str | None = None
     chunk_frames: int = 50
-    device: str | None = None
-    precision: str = "fp32"
-    resolution_level: int = 9
-    num_tokens: int | None = None
-    edge_rtol: float | None = None
+
+    def frame_config(self) -> FrameConfig:
+        """The node's frame settings that give the same content: 32FC1 NaN depth, the cloud options here, and the
+        CameraInfo's K when one is given with a frame (raises InputError for a bad ``cloud_stride``)."""
+        return FrameConfig(intrinsics_source="camera_info", depth_encoding="32FC1", invalid_depth="nan",
+                           cloud_organized=self.cloud_organized, cloud_stride=self.cloud_stride,
+                           cloud_rgb=self.cloud_rgb, cloud_normals=False)
+
+    def outputs(self) -> frozenset[str]:
+        """The :data:`~moge2_ros.pipeline.frame.OUTPUTS` a frame writes."""
+        return frozenset({"depth", "camera_info", "geometry"} | ({"points"} if self.points else set()))
 
 
 @dataclass
@@ -137,8 +144,7 @@ def _check_options(options: BagInferOptions) -> None:
         raise InputError(f"max_frames: expected an integer >= 1, found {options.max_frames}")
     if options.chunk_frames < 1:
         raise InputError(f"chunk_frames: expected an integer >= 1, found {options.chunk_frames}")
-    if options.cloud_stride < 1:
-        raise InputError(f"cloud_stride: expected an integer >= 1, found {options.cloud_stride}")
+    options.frame_config()
     if options.storage is not None and options.storage not in STORAGES:
         raise InputError(f"storage: expected one of {', '.join(STORAGES)}, found {options.storage!r}")
 
@@ -176,16 +182,6 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _load_predictor(options: BagInferOptions) -> Any:
-    from moge2_ros.checkpoints import load_model
-    from moge2_ros.inference import Predictor, resolve_device
-
-    device = resolve_device(options.device)
-    model = load_model(options.model, device=device)
-    return Predictor(model, device=device, dtype=options.precision, resolution_level=options.resolution_level,
-                     num_tokens=options.num_tokens, edge_rtol=options.edge_rtol, estimate_normals=False)
 
 
 class _Frames:
@@ -236,7 +232,8 @@ def run_bag_infer(
         resume: continue the interrupted run left in ``OUT.partial``.
         overwrite: replace an existing ``out_bag`` (when the new one is complete) and discard ``OUT.partial``.
         progress: show a tqdm progress bar with ETA on stderr.
-        predictor: an already built :class:`~moge2_ros.inference.Predictor` (default: load ``options.model``).
+        predictor: an already built :class:`~moge2_ros.inference.Predictor` (default:
+            :func:`~moge2_ros.inference.load_predictor` of ``options.predictor``).
         log: where warnings go (default: ``tqdm.write`` to stderr).
 
     Returns:
@@ -274,6 +271,7 @@ def run_bag_infer(
                 raise BagError(f"{in_bag}: output topics {', '.join(clash)} exist in the input; choose another "
                                "--output-namespace")
         settings = {**asdict(options), "image_topic": image_topic, "camera_info_topic": info_topic, "storage": storage}
+        settings = json.loads(json.dumps(settings))  # as progress.json holds it (tuples -> lists)
         fingerprint = {"format": _FORMAT, "input": str(in_bag.resolve()), "files": _input_fingerprint(in_bag),
                        "options": settings}
         chunks_dir = partial / "chunks"
@@ -285,11 +283,14 @@ def run_bag_infer(
             say(f"bag-infer: no camera_info next to {image_topic}: estimating the intrinsics")
         report.resumed_frames = state["frames_done"]
         if predictor is None:
-            predictor = _load_predictor(options)
+            from moge2_ros.inference.factory import load_predictor
+
+            predictor = load_predictor(options.predictor, say=say)
+        pipeline = FramePipeline(predictor, options.frame_config())
         bar = tqdm(total=frames.total, initial=state["frames_done"], unit="frame", disable=not progress,
                    desc=f"bag-infer {in_bag.name}", dynamic_ncols=True)
         try:
-            _process(bag, frames, state, chunks_dir, partial, storage, topics, options, predictor, report, bar, say)
+            _process(bag, frames, state, chunks_dir, partial, storage, topics, options, pipeline, report, bar, say)
         except BagError as exc:
             raise BagError(f"{exc}; {out_bag} was not written (the {state['frames_done']} frames finished so far are "
                            f"kept in {partial})") from exc
@@ -342,8 +343,8 @@ def _list_dirs(path: Path) -> list[str]:
 
 
 def _process(bag: BagReader, frames: _Frames, state: dict[str, Any], chunks_dir: Path, partial: Path, storage: str,
-             topics: dict[str, str], options: BagInferOptions, predictor: Any, report: BagInferReport, bar: Any,
-             say: Callable[[str], None]) -> None:
+             topics: dict[str, str], options: BagInferOptions, pipeline: FramePipeline, report: BagInferReport,
+             bar: Any, say: Callable[[str], None]) -> None:
     """Read the input once; write chunk after chunk (each closed and recorded in progress.json when full).
 
     Chunk c holds frames ``[c * chunk_frames, (c + 1) * chunk_frames)`` and, when copying, the input messages read
@@ -386,7 +387,7 @@ def _process(bag: BagReader, frames: _Frames, state: dict[str, Any], chunks_dir:
             writer = writer or open_chunk()
             if options.copy_input_topics:
                 _copy(bag, writer, raw)
-            if not _infer_frame(bag, writer, raw, infos, topics, options, predictor, report, warned_info, say):
+            if not _infer_frame(bag, writer, raw, infos, topics, options, pipeline, report, warned_info, say):
                 chunk_bad += 1
             chunk_frames += 1
             bar.update(1)
@@ -415,56 +416,36 @@ def _copy(bag: BagReader, writer: BagWriter, raw: RawMessage) -> None:
 
 
 def _infer_frame(bag: BagReader, writer: BagWriter, raw: RawMessage, infos: CameraInfoTrack | None,
-                 topics: dict[str, str], options: BagInferOptions, predictor: Any, report: BagInferReport,
+                 topics: dict[str, str], options: BagInferOptions, pipeline: FramePipeline, report: BagInferReport,
                  warned_info: set[str], say: Callable[[str], None]) -> bool:
-    """Run one frame and write its outputs; False (nothing written) for an undecodable or rejected frame."""
+    """Run one frame through the pipeline and write its outputs; False (nothing written) for an undecodable or
+    rejected frame."""
     msg = bag.deserialize(raw)
     stamp = bag.stamp_of(raw)
     assert stamp is not None
-    frame_id = str(msg.header.frame_id)
-    where = f"{raw.topic} at stamp {stamp} ns"
-    try:
-        rgb = rgb_from_msg(msg, predictor.max_pixels)
-    except InputError as exc:
-        say(f"bag-infer: skipped the frame {where}: {exc}")
-        return False
-    height, width = rgb.shape[:2]
-    k_known = None
     info = infos.at(stamp) if infos is not None else None
-    if info is not None:
-        try:
-            k_known = k_from_camera_info(info, width, height)
-        except InputError as exc:
-            text = str(exc)
-            if text not in warned_info:
-                warned_info.add(text)
-                say(f"bag-infer: ignoring camera_info {infos.topic} ({text}): estimating the intrinsics")
-    t0 = time.perf_counter()
     try:
-        geo = predictor.predict(rgb, intrinsics=k_known)
+        rgb = decode_rgb(msg, pipeline.predictor.max_pixels)
+        frame = pipeline.process(rgb, options.outputs(), camera_info=info)
     except InputError as exc:
-        say(f"bag-infer: skipped the frame {where}: {exc}")
+        say(f"bag-infer: skipped the frame {raw.topic} at stamp {stamp} ns: {exc}")
         return False
-    depth = geo.depth[0].cpu().numpy()
-    inference_s = time.perf_counter() - t0
-    report.inference_s += inference_s
-    k = np.array(k_known, dtype=np.float64) if k_known is not None else geo.intrinsics[0].cpu().numpy().astype(np.float64)
+    assert frame is not None and frame.depth is not None and frame.camera_info is not None
+    assert frame.geometry is not None
+    if frame.camera_info_error is not None and infos is not None:
+        text = str(frame.camera_info_error)
+        if text not in warned_info:
+            warned_info.add(text)
+            say(f"bag-infer: ignoring camera_info {infos.topic} ({text}): estimating the intrinsics")
+    report.inference_s += frame.inference_s
 
-    header = header_msg(stamp, frame_id)
+    header = header_msg(stamp, str(msg.header.frame_id))
     log_time = raw.log_time_ns
-    info_fields = codec.encode_camera_info(k, width, height)
-    writer.write(topics["depth"], image_msg(header, codec.encode_depth(depth, "32FC1", "nan")), log_time)
-    out_info = camera_info_msg(header, info_fields)
-    writer.write(topics["camera_info"], out_info, log_time)
-    if "points" in topics:
-        cloud = codec.encode_cloud(geo.points[0].cpu().numpy(), rgb if options.cloud_rgb else None,
-                                   organized=options.cloud_organized, stride=options.cloud_stride)
-        writer.write(topics["points"], cloud_msg(header, cloud), log_time)
-    writer.write(topics["geometry"], geometry_msg(
-        header, out_info, intrinsics_estimated=k_known is None, metric_scale=float(geo.metric_scale[0]),
-        fov_x_deg=float(geo.fov_x[0]), fov_y_deg=float(geo.fov_y[0]), num_tokens=int(geo.num_tokens),
-        inference_ms=inference_s * 1e3, model_id=str(options.model),
-        valid_fraction=float(geo.mask[0].float().mean())), log_time)
+    writer.write(topics["depth"], image_msg(header, frame.depth), log_time)
+    writer.write(topics["camera_info"], camera_info_msg(header, frame.camera_info), log_time)
+    if frame.cloud is not None:
+        writer.write(topics["points"], cloud_msg(header, frame.cloud), log_time)
+    writer.write(topics["geometry"], geometry_msg(header, frame.geometry), log_time)
     return True
 
 
