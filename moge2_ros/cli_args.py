@@ -1,7 +1,11 @@
-"""What every ``moge2-ros`` subcommand shares in argparse: value types (one line per bad value, see
-:mod:`moge2_ros.cli`) and the one model argument group (:func:`add_model_arguments` -> :func:`predictor_options`).
+"""What every ``moge2-ros`` subcommand shares: the program name, exit statuses and one-line messages; argparse
+value types (a bad value is one line, see :mod:`moge2_ros.cli`); and the one model argument group
+(:func:`add_model_arguments` -> :func:`model_arguments` -> :class:`moge2_ros.inference.PredictorOptions`).
 
-Nothing heavy is imported at module level, so registering the subcommands stays fast.
+This is the bottom of the command line: the subcommand modules (``<layer>/cli.py``, from ``backends`` up) and
+:mod:`moge2_ros.cli` import it, and it imports nothing of the package but :mod:`moge2_ros.errors`-level modules
+(none at all today), so that every layer's ``cli.py`` may use it.  Nothing heavy is imported, so registering the
+subcommands stays fast.
 """
 
 from __future__ import annotations
@@ -9,16 +13,48 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from moge2_ros.inference.factory import PredictorOptions
-
-__all__ = ["add_model_arguments", "device", "fov", "positive_float", "positive_int", "predictor_options",
+__all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "PROG", "add_device_argument", "add_model_arguments", "device",
+           "error", "fov", "model_arguments", "note", "one_line", "os_error_text", "positive_float", "positive_int",
            "resolution_level"]
+
+PROG = "moge2-ros"
+#: Exit statuses: success, runtime error (model, inference, unreadable file, ...), usage error (bad argument).
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+
+# ---------------------------------------------------------------------------------------------- messages
+
+
+def one_line(text: object) -> str:
+    """``text`` with every run of white space (newlines included) made one space."""
+    return " ".join(str(text).split())
+
+
+def os_error_text(exc: OSError) -> str:
+    """``strerror: filename`` of an OSError when it has both, else its message."""
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc) or type(exc).__name__
+
+
+def error(message: str) -> str:
+    """The one error line ``moge2-ros: error: MESSAGE`` (without printing it)."""
+    return f"{PROG}: error: {one_line(message)}"
+
+
+def note(message: str) -> None:
+    """Print ``moge2-ros: MESSAGE`` on stderr (notes such as the bundled-demo-model one)."""
+    print(f"{PROG}: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- value types
 
 
 def positive_float(text: str) -> float:
+    """A finite number > 0."""
     try:
         value = float(text)
     except ValueError:
@@ -29,6 +65,7 @@ def positive_float(text: str) -> float:
 
 
 def fov(text: str) -> float:
+    """Degrees in (0, 180)."""
     value = positive_float(text)
     if not value < 180.0:
         raise argparse.ArgumentTypeError(f"expected degrees in (0, 180), got {text!r}")
@@ -36,6 +73,7 @@ def fov(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
+    """An integer > 0."""
     try:
         value = int(text)
     except ValueError:
@@ -46,6 +84,7 @@ def positive_int(text: str) -> int:
 
 
 def resolution_level(text: str) -> int:
+    """An integer 0-9 (the token-budget level)."""
     try:
         value = int(text)
     except ValueError:
@@ -62,6 +101,18 @@ def device(text: str) -> str:
     return text
 
 
+def add_device_argument(parser: Any, *, training: bool = False) -> None:
+    """``--device``: the inference device (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default auto) or, with
+    ``training``, the training device (``auto``, ``cpu``, ``cuda``; default None = the config's ``loop.device``)."""
+    if training:
+        parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                            help="training device: auto (CUDA when present), cpu or cuda; under torchrun each "
+                                 "process uses cuda:LOCAL_RANK (default: the config's loop.device, auto)")
+    else:
+        parser.add_argument("--device", type=device, default="auto", metavar="auto|cpu|cuda[:N]",
+                            help="inference device (default auto: cuda when available, else cpu)")
+
+
 def add_model_arguments(
     parser: argparse.ArgumentParser,
     *,
@@ -70,12 +121,14 @@ def add_model_arguments(
     edge_filter: bool = False,
     default_level: int = 9,
     model_help: str = "",
+    device: str | None = "inference",
 ) -> None:
-    """The one ``--model`` argument group of every subcommand that runs a model.
+    """The one ``--model`` argument group of every subcommand that loads a model.
 
     Adds ``--model``, ``--device`` and (as asked) ``--precision``, ``--resolution-level`` / ``--num-tokens``
-    (mutually exclusive) and ``--edge-rtol``; :func:`predictor_options` turns the parsed values into
-    :class:`moge2_ros.inference.PredictorOptions`.
+    (mutually exclusive) and ``--edge-rtol``.  A command that predicts turns the parsed values into
+    :class:`moge2_ros.inference.PredictorOptions` with :func:`model_arguments`; one that only loads the model
+    (``export-onnx``, ``finetune``) resolves ``args.model`` with :func:`moge2_ros.assets.model_source`.
 
     Args:
         parser: the subcommand's parser.
@@ -84,14 +137,18 @@ def add_model_arguments(
         edge_filter: add ``--edge-rtol``.
         default_level: default of ``--resolution-level``.
         model_help: what the model is used for, put before the generic ``--model`` help.
+        device: ``"inference"`` (``auto|cpu|cuda[:N]``), ``"training"`` (``auto|cpu|cuda``, see
+            :func:`add_device_argument`) or None (no ``--device``: the command chooses, e.g. ONNX export on the CPU).
     """
     group = parser.add_argument_group("model")
     group.add_argument("--model", metavar="SRC",
                        help=(model_help + " " if model_help else "") + "model.pt / .safetensors file, model folder or "
                        "Hugging Face id (e.g. Ruicheng/moge-2-vitl-normal, needs the 'hub' extra); default: the "
                        "bundled demo model (synthetic-trained, 1.5 M parameters)")
-    group.add_argument("--device", type=device, default="auto", metavar="auto|cpu|cuda[:N]",
-                       help="inference device (default auto: cuda when available, else cpu)")
+    if device is not None:
+        if device not in ("inference", "training"):
+            raise ValueError(f"device: expected 'inference', 'training' or None, got {device!r}")
+        add_device_argument(group, training=device == "training")
     if precision:
         group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                            help="network precision (fp16/bf16: autocast, for CUDA; default fp32)")
@@ -105,14 +162,15 @@ def add_model_arguments(
                            help="remove flying pixels where the relative depth change to a neighbour exceeds R")
 
 
-def predictor_options(args: argparse.Namespace, **overrides: Any) -> "PredictorOptions":
-    """:class:`~moge2_ros.inference.PredictorOptions` from arguments added by :func:`add_model_arguments`
-    (``overrides`` set further fields, e.g. ``estimate_normals=False``)."""
-    from moge2_ros.inference.factory import PredictorOptions
-
-    values: dict[str, Any] = {"model": args.model, "device": args.device}
+def model_arguments(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    """The values of the group :func:`add_model_arguments` added, named as the fields of
+    :class:`moge2_ros.inference.PredictorOptions` (``overrides`` set further fields, e.g.
+    ``estimate_normals=False``).  A command builds its predictor as
+    ``load_predictor(PredictorOptions(**model_arguments(args)), say=note)``, which falls back to the bundled demo
+    model and says so; one that records the model first resolves it with :func:`moge2_ros.assets.model_source`."""
+    values: dict[str, Any] = {"model": args.model, "device": getattr(args, "device", None)}
     for name in ("precision", "resolution_level", "num_tokens", "edge_rtol"):
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
     values.update(overrides)
-    return PredictorOptions(**values)
+    return values

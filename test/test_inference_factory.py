@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from moge2_ros.assets import demo_model_path
-from moge2_ros.cli_args import add_model_arguments, predictor_options
+from moge2_ros.cli_args import add_model_arguments, model_arguments
 from moge2_ros.errors import InputError, ModelLoadError
 from moge2_ros.inference import PredictorOptions, load_predictor
 
@@ -44,8 +44,8 @@ def test_bad_options_raise_clear_errors(options, error, words):
 def test_argument_group_round_trip():
     parser = argparse.ArgumentParser()
     add_model_arguments(parser, edge_filter=True, default_level=3)
-    options = predictor_options(parser.parse_args(["--device", "cpu", "--precision", "bf16", "--edge-rtol", "0.1"]),
-                                estimate_normals=False)
+    options = PredictorOptions(**model_arguments(
+        parser.parse_args(["--device", "cpu", "--precision", "bf16", "--edge-rtol", "0.1"]), estimate_normals=False))
     assert options == PredictorOptions(device="cpu", precision="bf16", resolution_level=3, edge_rtol=0.1,
                                        estimate_normals=False)
     with pytest.raises(SystemExit):

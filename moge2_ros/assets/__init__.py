@@ -8,11 +8,12 @@ official weights (``Ruicheng/moge-2-vitl-normal``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from moge2_ros.errors import ModelLoadError
 
-__all__ = ["DEMO_MODEL_NAME", "demo_model_path", "resolve_default_model"]
+__all__ = ["DEMO_MODEL_NAME", "DEMO_MODEL_NOTE", "demo_model_path", "model_source", "resolve_default_model"]
 
 DEMO_MODEL_NAME = "demo_model.safetensors"
 
@@ -41,3 +42,13 @@ def resolve_default_model(source: str | Path | None) -> tuple[str, bool]:
     if source is None or str(source).strip() == "":
         return str(demo_model_path()), True
     return str(source), False
+
+
+def model_source(source: str | Path | None, say: Callable[[str], None] | None = None) -> str:
+    """The model to load: ``source``, or the bundled demo model's path when none is given, and then
+    :data:`DEMO_MODEL_NOTE` goes to ``say``.  The one fallback of :func:`moge2_ros.inference.load_predictor` and of
+    the commands that load a model without predicting (ONNX export, fine-tuning, the demo) or record it first."""
+    resolved, is_default = resolve_default_model(source)
+    if is_default and say is not None:
+        say(DEMO_MODEL_NOTE)
+    return resolved

@@ -75,7 +75,7 @@ def load_predictor(options: PredictorOptions, say: Callable[[str], None] | None 
         InputError: bad options (device, precision, backend, token budget, ...).
         ModelLoadError: the model (or ONNX file) cannot be loaded.
     """
-    from ..assets import DEMO_MODEL_NOTE, resolve_default_model
+    from ..assets import model_source
     from ..checkpoints import load_model
     from .predictor import Predictor, resolve_device
 
@@ -95,9 +95,7 @@ def load_predictor(options: PredictorOptions, say: Callable[[str], None] | None 
         raise InputError(f"backend: expected torch or onnx, found {options.backend!r}")
     if options.onnx_path:
         raise InputError("an ONNX file is given but the backend is 'torch'; use backend 'onnx'")
-    source, is_default = resolve_default_model(options.model)
-    if is_default and say is not None:
-        say(DEMO_MODEL_NOTE)
+    source = model_source(options.model, say)
     from ..backends.torch_options import TorchOptions
 
     torch_options = TorchOptions(compile=options.compile, cuda_graphs=options.cuda_graphs,
