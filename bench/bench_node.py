@@ -37,7 +37,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 from moge2_ros import Predictor, load_model
-from moge2_ros.demo import make_demo_model, render_example_scene
+from moge2_ros.data.example import render_example_scene
+from moge2_ros.demo import make_demo_model
 from moge2_ros.inference.preprocess import image_to_batch
 from moge2_ros.ros import conversions as conv
 from moge2_ros.ros.host_memory import keep_freed_memory

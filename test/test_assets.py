@@ -12,7 +12,8 @@ import pytest
 
 from moge2_ros.assets import DEMO_MODEL_NOTE, demo_model_path, resolve_default_model
 from moge2_ros.checkpoints import load_model, read_checkpoint
-from moge2_ros.demo import make_demo_model, render_example_scene
+from moge2_ros.data.example import render_example_scene
+from moge2_ros.demo import make_demo_model
 from moge2_ros.inference import Predictor
 from moge2_ros.model.config import MoGe2Config
 

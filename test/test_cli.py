@@ -6,8 +6,10 @@ meaningless but must be complete and mutually consistent.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,11 +19,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from moge2_ros.cli import main, output_stems
+import moge2_ros
+import moge2_ros.cli as cli
+from moge2_ros.assets import demo_model_path
+from moge2_ros.cli import main
+from moge2_ros.data.example import render_example_scene
 from moge2_ros.errors import InputError
-from moge2_ros.demo import render_example_scene
 from moge2_ros.io import exr_available, read_ply
 from moge2_ros.io.intrinsics import load_intrinsics_file, parse_intrinsics_arg
+from moge2_ros.pipeline.images import output_stems
 
 FAST = ["--resolution-level", "0", "--quiet"]
 
@@ -377,11 +383,70 @@ def test_make_example_image(tmp_path: Path) -> None:
         assert image.size == (40, 30) and image.mode == "RGB"
 
 
+def test_make_example_image_rejects_a_field_of_view_it_cannot_render(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["make-example-image", "-o", str(tmp_path / "e.png"), "--fov-x", "5"]) == 2
+    _assert_one_line_error(capsys.readouterr().err, "--fov-x")
+    assert not (tmp_path / "e.png").exists()
+
+
 def test_example_scene_ground_truth_is_consistent() -> None:
     scene = render_example_scene(80, 60, fov_x_deg=60)
     assert scene.rgb.shape == (60, 80, 3) and scene.depth.shape == (60, 80)
     assert np.isfinite(scene.depth).all() and (scene.depth > 0).all() and scene.depth.max() <= 7.0 + 1e-4
     assert scene.intrinsics[0, 0] == pytest.approx(40 / np.tan(np.radians(30)))
+
+
+# ------------------------------------------------------------------------------------------------ the command
+
+
+def _registered_commands() -> list[str]:
+    parser = cli.build_parser()
+    return [name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices]
+
+
+def test_every_subcommand_is_documented_in_the_docstring_and_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    commands = _registered_commands()
+    assert len(commands) == len(set(commands)) == 13
+    for command in commands:
+        assert f"``{command}``" in (cli.__doc__ or ""), command
+        assert f"`{command}" in readme, command
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = ("import sys; from moge2_ros.cli import main; rc = main(['--help']); "
+            "heavy = [m for m in ('torch', 'onnx', 'rosbags', 'rclpy', 'moge2_ros.pipeline.frame') "
+            "if m in sys.modules]; "
+            "assert rc == 0 and not heavy, heavy")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_only_the_entry_points_import_the_top_level_cli() -> None:
+    """Subcommand modules take what they share from cli_args and errors, never from the command above them."""
+    package = Path(moge2_ros.__file__).resolve().parent
+    upward = re.compile(r"from moge2_ros\.cli import|import moge2_ros\.cli\b|from \.\.cli import")
+    offenders = [str(path.relative_to(package)) for path in sorted(package.rglob("*.py"))
+                 if path.name != "__main__.py" and upward.search(path.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def test_demo_runs_the_node_with_the_model_options(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``demo`` without ROS here: the runner is replaced; the bundled model is resolved (and said) once."""
+    import types
+
+    calls: dict = {}
+    fake = types.ModuleType("moge2_ros.ros.run_demo")
+    fake.run_demo = lambda model, **kwargs: calls.update(model=model, **kwargs) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "moge2_ros.ros.run_demo", fake)
+    assert main(["demo", "--duration", "1", "--device", "cpu", "--num-tokens", "300"]) == 0
+    assert calls["model"] == str(demo_model_path())
+    assert calls["extra_params"] == ["-p", "device:=cpu", "-p", "precision:=fp32", "-p", "num_tokens:=300"]
+    assert (calls["resolution_level"], calls["duration"]) == (0, 1.0)
+    assert capsys.readouterr().err.count("bundled demo model") == 1
 
 
 # ------------------------------------------------------------------------------------------------ console script
@@ -419,7 +484,7 @@ def test_infer_with_official_format_reference_checkpoint(tmp_path: Path, referen
 
 
 def test_example_scene_camera_motion_changes_depth_consistently():
-    from moge2_ros.demo import render_example_scene
+    from moge2_ros.data.example import render_example_scene
 
     a = render_example_scene(64, 48)
     b = render_example_scene(64, 48, camera_position=(0.0, 0.0, 0.5))

@@ -28,7 +28,7 @@ import pytest
 from PIL import Image as PILImage
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 
-from moge2_ros.demo import render_example_scene
+from moge2_ros.data.example import render_example_scene
 from moge2_ros.ros.conversions import image_to_float
 from ros_helpers import RosClient, RunningNode, header, jpeg_image, publish_paced, rgb_image, start_node
 from ros_helpers import client, env, model_path, workdir  # noqa: F401  (shared module-scoped fixtures)

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage
 
-from moge2_ros.demo import render_example_scene
+from moge2_ros.data.example import render_example_scene
 from moge2_ros.ros.conversions import image_to_float
 from ros_helpers import (
     MESSAGE_TIMEOUT_S,

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moge2_ros.demo import make_demo_model, render_example_scene
+from moge2_ros.data.example import render_example_scene
+from moge2_ros.demo import make_demo_model
 from ros_helpers import OUTPUT_TOPICS, RosClient, publish_paced, rgb_image, ros_env, stamp_ns, start_node
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

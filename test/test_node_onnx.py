@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from moge2_ros.checkpoints import load_model
-from moge2_ros.demo import render_example_scene
+from moge2_ros.data.example import render_example_scene
 from moge2_ros.inference import Predictor
 from moge2_ros.ros.conversions import image_to_float
 from ros_helpers import NodeProcess, RosClient, node_args, rgb_image, start_node

@@ -16,8 +16,7 @@ from moge2_ros.refine.corrupt import corrupt_depth
 
 
 @pytest.fixture()
-def refine_cli(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("moge2_ros.refine.cli",))
+def refine_cli():
     return cli.main
 
 

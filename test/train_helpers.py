@@ -14,14 +14,11 @@ from moge2_ros.data.sample import Sample
 
 REPO = Path(__file__).resolve().parent.parent
 
-#: A launcher for subprocesses: ``python LAUNCHER train ...`` runs the ``moge2-ros`` CLI with the training
-#: subcommands registered (whether or not moge2_ros.cli lists them yet).
+#: A launcher for subprocesses (e.g. under torchrun): ``python LAUNCHER train ...`` runs the ``moge2-ros`` CLI.
 LAUNCHER_SOURCE = """\
 import sys
-import moge2_ros.cli as cli
-if "moge2_ros.train.cli" not in cli.SUBCOMMAND_MODULES:
-    cli.SUBCOMMAND_MODULES = (*cli.SUBCOMMAND_MODULES, "moge2_ros.train.cli")
-sys.exit(cli.main())
+from moge2_ros.cli import main
+sys.exit(main())
 """
 
 

@@ -9,7 +9,10 @@ import argparse
 import json
 import sys
 from typing import Any
-from moge2_ros.cli_args import positive_int as _positive_int
+
+from moge2_ros.cli_args import add_model_arguments, note, positive_float, positive_int
+
+__all__ = ["add_parsers", "cmd_export_onnx"]
 
 
 def add_parsers(sub: Any) -> None:
@@ -19,9 +22,11 @@ def add_parsers(sub: Any) -> None:
         help="export a model to ONNX (official I/O: image, num_tokens -> points, normal, mask, metric_scale)",
         description="Export a MoGe-2 model to ONNX and validate it (onnx checker + ONNX Runtime outputs compared "
                     "with PyTorch on several sizes); a file that does not match is not written.",
+        epilog="Exit status: 0 success, 1 runtime error (model, export, validation), 2 usage error.",
     )
-    p.add_argument("--model", help="checkpoint: model.pt, .safetensors, folder or Hugging Face id (default: the bundled demo model)")
-    p.add_argument("--output", required=True, help="output .onnx file")
+    add_model_arguments(p, precision=False, tokens=False, device=None,
+                        model_help="model to export (loaded on the CPU):")
+    p.add_argument("--output", "-o", required=True, metavar="FILE", help="output .onnx file")
     p.add_argument("--dynamic", action="store_true",
                    help="dynamic batch, height and width and a num_tokens input (default: static 1x3xHxW graph "
                         "with the token budget baked in)")
@@ -29,12 +34,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--official-compatible", action="store_true",
                    help="the official exporter's numerics (no antialiased encoder resize, no pos-embed offset) "
                         "instead of outputs equal to eager PyTorch")
-    p.add_argument("--height", type=_positive_int, default=480, help="example / static image height (default 480)")
-    p.add_argument("--width", type=_positive_int, default=640, help="example / static image width (default 640)")
-    p.add_argument("--num-tokens", type=_positive_int, default=1200,
+    p.add_argument("--height", type=positive_int, default=480, help="example / static image height (default 480)")
+    p.add_argument("--width", type=positive_int, default=640, help="example / static image width (default 640)")
+    p.add_argument("--num-tokens", type=positive_int, default=1200,
                    help="example / static ViT token budget (default 1200)")
-    p.add_argument("--opset", type=_positive_int, default=18, help="ONNX opset, >= 18 (default 18)")
-    p.add_argument("--atol", type=float, default=None,
+    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset, >= 18 (default 18)")
+    p.add_argument("--atol", type=positive_float, default=None, metavar="A",
                    help="validation tolerance, |onnx - torch| <= atol * max(1, |torch|) (default 1e-4, fp16 5e-2)")
     p.add_argument("--json", action="store_true", help="print the export report as JSON on stdout")
     p.set_defaults(handler=cmd_export_onnx)
@@ -42,13 +47,11 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     """Handler of ``export-onnx``: load, export, validate, report.  Errors propagate as moge2_ros errors."""
+    from ..assets import model_source
     from ..checkpoints import load_model
-    from ..cli import UsageError
     from .onnx_export import export_onnx
 
-    if args.atol is not None and not args.atol > 0:
-        raise UsageError(f"--atol must be > 0, got {args.atol}")
-    model = load_model(args.model, device="cpu")
+    model = load_model(model_source(args.model, say=note), device="cpu")
     report = export_onnx(model, args.output, dynamic=args.dynamic, fp16=args.fp16,
                          official_compatible=args.official_compatible, height=args.height, width=args.width,
                          num_tokens=args.num_tokens, opset=args.opset, atol=args.atol)

@@ -1,6 +1,7 @@
-"""``moge2-ros make-synthetic``: write procedurally rendered frames in the folder dataset format.
+"""``moge2-ros make-synthetic``, ``make-bag`` and ``make-example-image``: write datasets, recordings and images.
 
-Registered through ``moge2_ros.cli.SUBCOMMAND_MODULES``; nothing heavy is imported at module level.
+Registered through ``moge2_ros.cli.SUBCOMMAND_MODULES``; nothing heavy is imported at module level (numpy,
+rosbags and the renderer load inside the handlers).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import re
 import time
 from pathlib import Path
 from typing import Any
-from moge2_ros.cli_args import positive_int as _count
 
-__all__ = ["add_parsers", "cmd_make_synthetic"]
+from moge2_ros.cli_args import fov, positive_float, positive_int
+from moge2_ros.errors import UsageError
+
+__all__ = ["add_parsers", "cmd_make_bag", "cmd_make_example_image", "cmd_make_synthetic"]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -26,7 +29,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def add_parsers(sub: Any) -> None:
-    """Register ``make-synthetic`` on the ``moge2-ros`` subparsers."""
+    """Register ``make-synthetic``, ``make-bag`` and ``make-example-image`` on the ``moge2-ros`` subparsers."""
     parser = sub.add_parser(
         "make-synthetic",
         help="render random synthetic rooms and streets with exact depth, normals and sky masks",
@@ -38,7 +41,7 @@ def add_parsers(sub: Any) -> None:
         epilog="Exit status: 0 success, 1 runtime error, 2 usage error.",
     )
     parser.add_argument("--output", "-o", required=True, type=Path, metavar="DIR", help="output folder (created)")
-    parser.add_argument("--count", "-n", required=True, type=_count, metavar="N", help="number of frames")
+    parser.add_argument("--count", "-n", required=True, type=positive_int, metavar="N", help="number of frames")
     parser.add_argument("--size", type=_size, default=(320, 256), metavar="WxH", help="image size (default 320x256)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     parser.add_argument("--start", type=int, default=0, metavar="I", help="index of the first frame (default 0)")
@@ -51,10 +54,47 @@ def add_parsers(sub: Any) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.set_defaults(handler=cmd_make_synthetic)
 
+    make = sub.add_parser(
+        "make-bag",
+        help="write a rosbag2 recording (image, camera_info, registered depth) from a dataset folder",
+        description=(
+            "Write OUT_BAG from SOURCE: a folder-format dataset (moge2_ros.data.folder) or the 7-Scenes folder "
+            "(frame-*.color.jpg / .depth.png; depth registered to the colour image). Topics: "
+            "/camera/color/image_raw (rgb8) or .../compressed (--image-format jpeg|png), /camera/color/camera_info, "
+            "/camera/aligned_depth_to_color/image_raw (16UC1 mm or 32FC1 m) and, with --cloud, /camera/lidar/points."
+        ),
+        epilog="Exit status: 0 success, 1 runtime error, 2 usage error.",
+    )
+    make.add_argument("source", type=Path, metavar="SOURCE", help="dataset folder")
+    make.add_argument("out_bag", type=Path, metavar="OUT_BAG", help="output rosbag2 folder (created)")
+    make.add_argument("--format", choices=("auto", "folder", "sevenscenes"), default="auto",
+                      help="SOURCE layout (default: auto-detect)")
+    make.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="default mcap")
+    make.add_argument("--image-format", choices=("rgb8", "bgr8", "jpeg", "png"), default="rgb8", help="default rgb8")
+    make.add_argument("--depth-encoding", choices=("16UC1", "32FC1"), default="16UC1", help="default 16UC1")
+    make.add_argument("--cloud", action="store_true", help="also write the depth back-projected as a PointCloud2")
+    make.add_argument("--rate", type=positive_float, default=10.0, metavar="HZ",
+                      help="frame rate of the stamps (default 10)")
+    make.add_argument("--max-frames", type=positive_int, metavar="N", help="first N frames only")
+    make.set_defaults(handler=cmd_make_bag)
+
+    example = sub.add_parser(
+        "make-example-image",
+        help="render the example image (a small room with spheres; no download)",
+        description="Ray-cast the example room (moge2_ros.data.example: a checker floor, coloured walls, two "
+                    "spheres) and save it as a PNG; prints the true intrinsics.",
+        epilog="Exit status: 0 success, 1 runtime error, 2 usage error.",
+    )
+    example.add_argument("--output", "-o", required=True, type=Path, metavar="FILE", help="output .png")
+    example.add_argument("--width", type=positive_int, default=640, help="pixels (default 640)")
+    example.add_argument("--height", type=positive_int, default=480, help="pixels (default 480)")
+    example.add_argument("--fov-x", type=fov, default=60.0, metavar="DEG",
+                         help="horizontal field of view, 10-150 degrees (default 60)")
+    example.set_defaults(handler=cmd_make_example_image)
+
 
 def cmd_make_synthetic(args: argparse.Namespace) -> int:
     """Handler of ``make-synthetic``."""
-    from moge2_ros.cli import UsageError
     from moge2_ros.data.folder import list_stems, write_sample
     from moge2_ros.data.synthetic import FAMILIES, SyntheticConfig, SyntheticDataset
     from moge2_ros.errors import DatasetError
@@ -95,4 +135,44 @@ def cmd_make_synthetic(args: argparse.Namespace) -> int:
             print(f"\r[make-synthetic] {n}/{args.count} frames ({rate:.1f} frames/s)", end="", flush=True)
     if not args.quiet:
         print(f"\n[make-synthetic] wrote {args.count} frames of {width}x{height} to {output}")
+    return 0
+
+
+def cmd_make_bag(args: argparse.Namespace) -> int:
+    """Handler of ``make-bag``."""
+    from moge2_ros.bags.testing import write_samples_bag
+    from moge2_ros.data.open import FORMAT_NAMES, detect_format, open_dataset
+
+    if not args.source.is_dir():
+        raise UsageError(f"SOURCE: no such folder: {args.source}")
+    layout = args.format if args.format != "auto" else detect_format(args.source)
+    if layout not in ("folder", "sevenscenes"):
+        raise UsageError(f"SOURCE {args.source}: a {FORMAT_NAMES[layout]}; make-bag reads a folder-format dataset "
+                         "or a 7-Scenes folder")
+    dataset = open_dataset(args.source, layout)
+    count = len(dataset) if args.max_frames is None else min(len(dataset), args.max_frames)
+    result = write_samples_bag(
+        args.out_bag, (dataset[i] for i in range(count)), args.storage, image_format=args.image_format,
+        depth_encoding=args.depth_encoding, with_cloud=args.cloud, period_ns=int(round(1e9 / args.rate)),
+    )
+    topics = [result.image_topic, result.camera_info_topic, result.depth_topic, result.cloud_topic]
+    print(f"wrote {args.out_bag} ({args.storage}, {count} frames from {layout} {args.source}): "
+          + ", ".join(t for t in topics if t))
+    return 0
+
+
+def cmd_make_example_image(args: argparse.Namespace) -> int:
+    """Handler of ``make-example-image``: render and save the example room."""
+    from moge2_ros.data.example import render_example_scene
+    from moge2_ros.io import write_rgb_png
+
+    if args.width < 8 or args.height < 8 or args.width * args.height > 4096 * 4096:
+        raise UsageError(f"--width/--height: expected 8..4096-ish pixels, got {args.width}x{args.height}")
+    if not 10.0 < args.fov_x < 150.0:
+        raise UsageError(f"--fov-x: expected degrees in (10, 150), got {args.fov_x:g}")
+    scene = render_example_scene(args.width, args.height, args.fov_x)
+    path = write_rgb_png(args.output, scene.rgb)
+    k = scene.intrinsics
+    print(f"wrote {path} ({args.width}x{args.height}, true fx={k[0, 0]:.2f} fy={k[1, 1]:.2f} "
+          f"cx={k[0, 2]:.2f} cy={k[1, 2]:.2f} px, fov_x {args.fov_x:g} deg)")
     return 0

@@ -9,7 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
-from moge2_ros.cli_args import positive_int as _positive_int, positive_float as _positive_float
+
+from moge2_ros.cli_args import add_model_arguments, model_arguments, note, positive_float, positive_int
+from moge2_ros.errors import UsageError
 
 __all__ = ["add_parsers", "cmd_eval", "cmd_bag_eval"]
 
@@ -23,17 +25,6 @@ def _groups(text: str) -> list[str]:
     if bad:
         raise argparse.ArgumentTypeError(f"unknown metric group(s) {bad}; known: {', '.join(_GROUPS)}")
     return names
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="SRC",
-                   help="model.pt / .safetensors file, model directory or Hugging Face id (default: the bundled demo model)")
-    p.add_argument("--device", metavar="cpu|cuda", help="inference device (default: cuda when available, else cpu)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="network precision")
-    res = p.add_mutually_exclusive_group()
-    res.add_argument("--resolution-level", type=int, choices=range(10), metavar="0-9",
-                     help="token budget level (default 9, as the official evaluation)")
-    res.add_argument("--num-tokens", type=_positive_int, metavar="N", help="exact ViT token budget")
 
 
 def add_parsers(sub: Any) -> None:
@@ -51,14 +42,14 @@ def add_parsers(sub: Any) -> None:
         ),
         epilog="Exit status: 0 success, 1 runtime error, 2 usage error.",
     )
-    _add_model_args(ev)
+    add_model_arguments(ev, model_help="model to evaluate:")
     ev.add_argument("--benchmark", required=True, action="append", metavar="DIR|CONFIG",
                     help="benchmark source (repeatable)")
     ev.add_argument("--only", metavar="NAME[,NAME]", help="evaluate only these benchmarks of the config")
     ev.add_argument("--output", "-o", required=True, type=Path, metavar="DIR", help="output folder (created)")
     ev.add_argument("--oracle", action="store_true", help="give the model the ground-truth intrinsics")
-    ev.add_argument("--max-samples", type=_positive_int, metavar="N", help="at most N samples per benchmark")
-    ev.add_argument("--align-resolution", type=_positive_int, default=64, metavar="N",
+    ev.add_argument("--max-samples", type=positive_int, metavar="N", help="at most N samples per benchmark")
+    ev.add_argument("--align-resolution", type=positive_int, default=64, metavar="N",
                     help="alignment subsample N x N (official 64; smaller is faster, not official)")
     ev.add_argument("--skip", type=_groups, default=[], metavar="GROUP[,GROUP]",
                     help=f"metric groups not to compute ({', '.join(_GROUPS)})")
@@ -94,14 +85,14 @@ def add_parsers(sub: Any) -> None:
     be.add_argument("--geometry-topic", default="geometry", metavar="TOPIC",
                     help="MonocularGeometry topic (metric scale, inference time; optional; default: geometry)")
     be.add_argument("--image-topic", metavar="TOPIC", help="RGB image topic shown in the report (optional)")
-    be.add_argument("--tolerance-ms", type=_positive_float, default=5.0, metavar="MS",
+    be.add_argument("--tolerance-ms", type=positive_float, default=5.0, metavar="MS",
                     help="largest stamp difference of matched frames (default 5 ms)")
-    be.add_argument("--max-frames", type=_positive_int, metavar="N", help="evaluate at most N matched frames")
-    be.add_argument("--every", type=_positive_int, default=1, metavar="N", help="evaluate every N-th matched frame")
+    be.add_argument("--max-frames", type=positive_int, metavar="N", help="evaluate at most N matched frames")
+    be.add_argument("--every", type=positive_int, default=1, metavar="N", help="evaluate every N-th matched frame")
     be.add_argument("--min-depth", type=float, default=0.0, metavar="M", help="ignore ground truth below M metres")
     be.add_argument("--max-depth", type=float, default=0.0, metavar="M",
                     help="ignore ground truth beyond M metres (0 = no limit)")
-    be.add_argument("--align-resolution", type=_positive_int, default=64, metavar="N",
+    be.add_argument("--align-resolution", type=positive_int, default=64, metavar="N",
                     help="alignment subsample N x N (official 64; smaller is faster, not official)")
     be.add_argument("--skip", type=_groups, default=[], metavar="GROUP[,GROUP]",
                     help="metric groups not to compute (e.g. points_affine_invariant,depth_affine_invariant: the "
@@ -115,8 +106,6 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``moge2-ros eval``: see the subcommand help."""
-    from moge2_ros.cli import UsageError
-
     if args.output.exists() and not args.output.is_dir():
         raise UsageError(f"--output is not a folder: {args.output}")
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
@@ -133,21 +122,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         raise UsageError(f"--benchmark: duplicate benchmark names {sorted({n for n in names if names.count(n) > 1})}")
 
-    from moge2_ros import Predictor, load_model
-    from moge2_ros.inference import resolve_device
+    from moge2_ros.inference import PredictorOptions, load_predictor
 
-    device = resolve_device(args.device)
-    model = load_model(args.model, device=device)
-    kwargs: dict[str, Any] = {"device": device, "dtype": args.precision}
-    if args.resolution_level is not None:
-        kwargs["resolution_level"] = args.resolution_level
-    if args.num_tokens is not None:
-        kwargs["num_tokens"] = args.num_tokens
-    predictor = Predictor(model, **kwargs)
+    predictor = load_predictor(PredictorOptions(**model_arguments(args)), say=note)
     summary = run_benchmarks(
         specs, predictor, oracle=args.oracle, max_samples=args.max_samples, progress=not args.quiet,
         output_dir=args.output, align_resolution=(args.align_resolution, args.align_resolution), skip=args.skip,
-        extra={"model": str(args.model), "device": str(device), "precision": args.precision,
+        extra={"model": predictor.model_id, "device": str(predictor.device), "precision": args.precision,
                "num_tokens": predictor.num_tokens},
     )
     print(markdown_table(summary), end="")
@@ -157,8 +138,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_bag_eval(args: argparse.Namespace) -> int:
     """``moge2-ros bag-eval``: see the subcommand help."""
-    from moge2_ros.cli import UsageError
-
     for path in (args.bag, args.gt_bag):
         if path is not None and not path.exists():
             raise UsageError(f"no such bag: {path}")

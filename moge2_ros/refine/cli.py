@@ -20,7 +20,9 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
-from moge2_ros.cli_args import positive_int as _positive_int, resolution_level as _level
+
+from moge2_ros.cli_args import add_model_arguments, model_arguments, note, positive_int
+from moge2_ros.errors import UsageError
 
 __all__ = ["add_parsers", "cmd_refine"]
 
@@ -53,8 +55,6 @@ def add_parsers(sub: Any) -> None:
                     "in OUTPUT/refine_progress.jsonl are skipped. The input is never modified.",
         epilog="Exit status: 0 success, 1 runtime error, 2 usage error.",
     )
-    parser.add_argument("--model", metavar="SRC",
-                        help="synthetic-trained model: model.pt / .safetensors, model directory or Hugging Face id (default: the bundled demo model)")
     parser.add_argument("--data", required=True, type=Path, metavar="FOLDER|BAG",
                         help="folder dataset, 7-Scenes sequence folder, or rosbag2 folder / .mcap / .db3 file")
     parser.add_argument("--output", "-o", required=True, type=Path, metavar="FOLDER",
@@ -69,9 +69,7 @@ def add_parsers(sub: Any) -> None:
                      help="CameraInfo topic (default: the image topic's sibling camera_info)")
     bag.add_argument("--tolerance-ms", type=_tolerance, default=None, metavar="MS",
                      help="largest image / label stamp offset")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    parser.add_argument("--resolution-level", type=_level, default=9, metavar="0-9",
-                        help="model token budget level (default 9, the finest)")
+    add_model_arguments(parser, precision=False, model_help="synthetic-trained model that judges the labels:")
     parser.add_argument("--solver", choices=("auto", "scipy", "torch"), default="auto",
                         help="Poisson solver: scipy (sparse direct, CPU), torch (multigrid-started CG, any device); "
                              "auto = torch on CUDA, scipy on CPU when installed")
@@ -81,7 +79,7 @@ def add_parsers(sub: Any) -> None:
                         help="fill only the removed pixels, not those that never had real depth")
     parser.add_argument("--depth-format", choices=("npy", "png"), default="npy",
                         help="npy: float32 metres (default, exact); png: uint16 millimetres")
-    parser.add_argument("--limit", type=_positive_int, metavar="N", help="refine at most N frames (in order)")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="refine at most N frames (in order)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no per-frame lines")
     parser.set_defaults(handler=cmd_refine)
 
@@ -91,7 +89,6 @@ def add_parsers(sub: Any) -> None:
 
 def _open_input(args: argparse.Namespace) -> tuple[Sequence[Any], list[str], str]:
     """The dataset (:func:`moge2_ros.data.open.open_dataset`), one output stem per frame and a description."""
-    from moge2_ros.cli import UsageError
     from moge2_ros.data.open import FORMAT_NAMES, FORMAT_OPTIONS, detect_format, open_dataset
 
     data: Path = args.data
@@ -111,7 +108,6 @@ def _open_input(args: argparse.Namespace) -> tuple[Sequence[Any], list[str], str
 
 
 def _check_paths(data: Path, output: Path) -> None:
-    from moge2_ros.cli import UsageError
 
     src, dst = data.resolve(), output.resolve()
     if src == dst or src in dst.parents or dst in src.parents:
@@ -124,16 +120,20 @@ def _check_paths(data: Path, output: Path) -> None:
 # ---------------------------------------------------------------------------------------------- resume
 
 
-def _settings(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, model: str, config: Any) -> dict[str, Any]:
+    """What shapes the output (a resumed run must have the same): model, input, token budget, format, filter."""
     from dataclasses import asdict
 
-    return {
-        "model": str(args.model),
+    settings = {
+        "model": model,
         "data": str(args.data.resolve()),
         "resolution_level": args.resolution_level,
         "depth_format": args.depth_format,
         "refine": json.loads(json.dumps(asdict(config))),
     }
+    if args.num_tokens is not None:
+        settings["num_tokens"] = args.num_tokens
+    return settings
 
 
 def _read_progress(output: Path) -> dict[str, dict[str, Any]]:
@@ -153,7 +153,6 @@ def _read_progress(output: Path) -> dict[str, dict[str, Any]]:
 
 
 def _start_or_resume(output: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    from moge2_ros.cli import UsageError
     from moge2_ros.data.folder import list_stems
 
     config_path = output / CONFIG_FILE
@@ -198,10 +197,9 @@ def cmd_refine(args: argparse.Namespace) -> int:
     """Handler of ``refine``."""
     from tqdm import tqdm
 
-    from moge2_ros.checkpoints import load_model
-    from moge2_ros.cli import UsageError
+    from moge2_ros.assets import model_source
     from moge2_ros.data.folder import write_sample
-    from moge2_ros.inference import Predictor, resolve_device
+    from moge2_ros.inference import PredictorOptions, load_predictor
     from moge2_ros.refine.pipeline import RefineConfig, predict_points, refine_sample
 
     if args.no_filter and args.no_fill:
@@ -215,24 +213,23 @@ def cmd_refine(args: argparse.Namespace) -> int:
     dataset, stems, description = _open_input(args)
     config = RefineConfig(filter_enabled=not args.no_filter, fill=not args.no_fill,
                           fill_missing=not args.fill_filtered_only, solver=args.solver)
-    done = _start_or_resume(args.output, _settings(args, config))
+    model = model_source(args.model, say=note)
+    done = _start_or_resume(args.output, _settings(args, model, config))
     todo = [i for i, stem in enumerate(stems) if stem not in done]
     if args.limit is not None:
         todo = todo[: max(0, args.limit - len(done))] if len(done) < args.limit else []
-    device = resolve_device(args.device)
     if not args.quiet:
         print(f"[refine] {description}: {len(stems)} frames, {len(done)} already refined, {len(todo)} to do -> "
               f"{args.output}")
     if todo:
-        predictor = Predictor(load_model(args.model, device=device), device=device,
-                              resolution_level=args.resolution_level)
+        predictor = load_predictor(PredictorOptions(**model_arguments(args, model=model)), say=note)
     records = dict(done)
     bar = tqdm(todo, desc="refine", unit="frame", disable=args.quiet, dynamic_ncols=True)
     for i in bar:
         stem = stems[i]
         start = time.perf_counter()
         sample = dataset[i]
-        refined = refine_sample(sample, predict_points(predictor, sample), config, device=device)
+        refined = refine_sample(sample, predict_points(predictor, sample), config, device=predictor.device)
         write_sample(args.output, stem, refined, depth_format=args.depth_format)
         record = {"stem": stem, "source": sample.source, **refined.meta["refine"],
                   "seconds": time.perf_counter() - start}

@@ -2,7 +2,7 @@
 
 Publishes (relative names) ``image`` (sensor_msgs/Image rgb8), ``camera_info`` (the exact pinhole intrinsics,
 no distortion) and ``depth_gt`` (32FC1 metres, the true z of every pixel) for a camera moving slowly through a
-procedurally rendered room (:func:`moge2_ros.demo.render_example_scene`).  Frames are rendered once at
+procedurally rendered room (:func:`moge2_ros.data.example.render_example_scene`).  Frames are rendered once at
 start-up and then replayed in a loop at ``rate_hz``.
 
 Parameters: ``width`` (640), ``height`` (480), ``fov_x_deg`` (60), ``rate_hz`` (10), ``num_frames`` (24),
@@ -22,7 +22,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from ..demo import render_example_scene
+from ..data.example import render_example_scene
 from . import conversions as conv
 
 

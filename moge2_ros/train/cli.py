@@ -1,7 +1,8 @@
-"""``moge2-ros train`` and ``moge2-ros finetune`` (registered through :func:`add_parsers`).
+"""``moge2-ros train``, ``finetune`` and ``make-demo-model``: the commands that write a model (registered through
+:func:`add_parsers`).
 
 * ``moge2-ros train CONFIG [--resume] [--output DIR] [--steps N] [--device D]``: train as the YAML file says.
-* ``moge2-ros finetune --model SRC --data FOLDER|BAG [--output DIR] [--steps N] [--config YAML] ...``: continue
+* ``moge2-ros finetune [--model SRC] --data FOLDER|BAG [--output DIR] [--steps N] [--config YAML] ...``: continue
   training a checkpoint on a folder dataset, a 7-Scenes sequence or a rosbag2 recording with a lower learning rate.
 
 Multi-GPU / multi-node: start either under ``torchrun``, e.g.
@@ -13,9 +14,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
-from moge2_ros.cli_args import positive_int as _positive_int, positive_float as _positive_float
+from moge2_ros.cli_args import add_device_argument, add_model_arguments, note, positive_float, positive_int
+from moge2_ros.errors import UsageError
 
-__all__ = ["add_parsers", "cmd_train", "cmd_finetune", "finetune_config_dict", "CPU_LOSS_OVERRIDES"]
+__all__ = ["add_parsers", "cmd_train", "cmd_finetune", "cmd_make_demo_model", "finetune_config_dict",
+           "CPU_LOSS_OVERRIDES"]
 
 #: Loss settings for CPU training: the official alignment resolutions (48 global; 24 / 12 / 6 local) and patch
 #: counts cost seconds per instance on a CPU (the robust alignments are O(N^2 log N) in the N = resolution^2
@@ -31,7 +34,7 @@ CPU_LOSS_OVERRIDES: dict[str, Any] = {
 
 
 def add_parsers(sub: Any) -> None:
-    """Register ``train`` and ``finetune`` on the ``moge2-ros`` subcommand parser ``sub``."""
+    """Register ``train``, ``finetune`` and ``make-demo-model`` on the ``moge2-ros`` subcommand parser ``sub``."""
     train = sub.add_parser(
         "train",
         help="train a MoGe-2 model as a YAML config says (single process, or under torchrun)",
@@ -48,16 +51,16 @@ def add_parsers(sub: Any) -> None:
     train.add_argument("--resume", action="store_true",
                        help="continue from OUTPUT/checkpoints/latest.json (start fresh when there is none)")
     train.add_argument("--output", "-o", type=Path, metavar="DIR", help="run folder (overrides output_dir)")
-    train.add_argument("--steps", type=_positive_int, metavar="N", help="total optimizer steps (overrides loop.steps)")
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides loop.device")
+    train.add_argument("--steps", type=positive_int, metavar="N", help="total optimizer steps (overrides loop.steps)")
+    add_device_argument(train, training=True)
     train.set_defaults(handler=cmd_train)
 
     ft = sub.add_parser(
         "finetune",
         help="fine-tune a model on a folder dataset or a rosbag2 recording",
         description=(
-            "Fine-tune the model SRC on FOLDER (the documented folder format or a 7-Scenes sequence) or BAG (a "
-            "rosbag2 recording: image + "
+            "Fine-tune the model SRC (default: the bundled demo model) on FOLDER (the documented folder format "
+            "or a 7-Scenes sequence) or BAG (a rosbag2 recording: image + "
             "registered depth or LiDAR cloud + camera_info topics) with a lower learning rate (head 2e-5, "
             "backbone 2e-6, cosine decay). --config YAML overlays any part of the configuration (same keys as "
             "'train'). On a CPU the loss alignments run at reduced resolution unless --config sets 'loss'. "
@@ -65,19 +68,17 @@ def add_parsers(sub: Any) -> None:
         ),
         epilog="Exit status: 0 success, 1 runtime error, 2 usage error.",
     )
-    ft.add_argument("--model", metavar="SRC",
-                    help="model.pt / .safetensors / model folder / Hugging Face id to start from (default: the bundled demo model)")
+    add_model_arguments(ft, precision=False, tokens=False, device="training", model_help="model to start from:")
     ft.add_argument("--data", required=True, type=Path, metavar="FOLDER|BAG",
                     help="folder dataset, 7-Scenes sequence folder, or a rosbag2 folder / .mcap / .db3 file "
                          "(needs --image-topic)")
     ft.add_argument("--output", "-o", type=Path, default=Path("runs/finetune"), metavar="DIR",
                     help="run folder (default: runs/finetune)")
-    ft.add_argument("--steps", type=_positive_int, metavar="N", help="optimizer steps (default 1000)")
+    ft.add_argument("--steps", type=positive_int, metavar="N", help="optimizer steps (default 1000)")
     ft.add_argument("--config", type=Path, metavar="YAML", help="partial training config overlaid on the defaults")
-    ft.add_argument("--lr", type=_positive_float, metavar="LR",
+    ft.add_argument("--lr", type=positive_float, metavar="LR",
                     help="head learning rate (the backbone gets LR / 10)")
-    ft.add_argument("--batch-size", type=_positive_int, metavar="B", help="per-process batch (default 2)")
-    ft.add_argument("--device", choices=("auto", "cpu", "cuda"), help="training device (default auto)")
+    ft.add_argument("--batch-size", type=positive_int, metavar="B", help="per-process batch (default 2)")
     ft.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning run in OUTPUT")
     bag = ft.add_argument_group("rosbag2 input")
     bag.add_argument("--image-topic", metavar="TOPIC", help="sensor_msgs/Image or CompressedImage topic")
@@ -86,9 +87,21 @@ def add_parsers(sub: Any) -> None:
     labels.add_argument("--cloud-topic", metavar="TOPIC", help="PointCloud2 LiDAR topic (label type C)")
     bag.add_argument("--camera-info-topic", metavar="TOPIC",
                      help="CameraInfo topic (default: the image topic's sibling camera_info)")
-    bag.add_argument("--tolerance-ms", type=_positive_float, metavar="MS",
+    bag.add_argument("--tolerance-ms", type=positive_float, metavar="MS",
                      help="largest image/label stamp offset (default: the bag reader's)")
     ft.set_defaults(handler=cmd_finetune)
+
+    demo_model = sub.add_parser(
+        "make-demo-model",
+        help="write an UNTRAINED random-init tiny model (pipeline tests only; not the bundled demo model)",
+        description="Write a random-init MoGe2Config.tiny() model in the official checkpoint format (moge2_ros.demo). "
+                    "Its outputs are meaningless: it only shows that a pipeline runs. The bundled demo model "
+                    "(the default of every --model) is a trained one; real use needs the official weights.",
+        epilog="Exit status: 0 success, 1 runtime error, 2 usage error.",
+    )
+    demo_model.add_argument("--output", "-o", required=True, type=Path, metavar="FILE", help=".pt or .safetensors")
+    demo_model.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo_model.set_defaults(handler=cmd_make_demo_model)
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -105,7 +118,6 @@ def _run(cfg: Any, resume: bool) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``moge2-ros train``: see the subcommand help."""
-    from moge2_ros.cli import UsageError
     from moge2_ros.train.config import load_config
 
     if not args.config.is_file():
@@ -123,7 +135,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _data_source(args: argparse.Namespace) -> dict[str, Any]:
     """The training source (YAML schema) of ``--data``, whose format :func:`moge2_ros.data.open.detect_format`
     decides: a folder dataset, a 7-Scenes folder or a rosbag2 recording (which needs the topic options)."""
-    from moge2_ros.cli import UsageError
     from moge2_ros.data.open import FORMAT_NAMES, detect_format
 
     path: Path = args.data
@@ -172,12 +183,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     """``moge2-ros finetune``: see the subcommand help."""
     import yaml
 
-    from moge2_ros.cli import UsageError
+    from moge2_ros.assets import model_source
     from moge2_ros.train.config import TrainConfigError, config_from_dict, merge_dicts
     from moge2_ros.train.distributed import resolve_train_device
 
     source = _data_source(args)
-    data = finetune_config_dict(args.model, source, str(args.output), args.steps or 1000)
+    model = model_source(args.model, say=note)
+    data = finetune_config_dict(model, source, str(args.output), args.steps or 1000)
     user: dict[str, Any] = {}
     if args.config is not None:
         if not args.config.is_file():
@@ -189,7 +201,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if not isinstance(user, dict):
             raise TrainConfigError(f"{args.config}: expected a mapping at the top level")
         data = merge_dicts(data, user)
-    cli: dict[str, Any] = {"output_dir": str(args.output), "model": {"init": args.model}}
+    cli: dict[str, Any] = {"output_dir": str(args.output), "model": {"init": model}}
     if args.steps is not None:
         cli.setdefault("loop", {})["steps"] = args.steps
     if args.batch_size is not None:
@@ -211,3 +223,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         where = f"{args.config}: " if args.config is not None else ""
         raise TrainConfigError(f"{where}{exc}") from None
     return _run(cfg, args.resume)
+
+
+def cmd_make_demo_model(args: argparse.Namespace) -> int:
+    """``moge2-ros make-demo-model``: write the untrained tiny model and warn that it is untrained."""
+    import sys
+
+    from moge2_ros.demo import UNTRAINED_WARNING, make_demo_model
+
+    path = make_demo_model(args.output, seed=args.seed)
+    print(f"wrote {path}")
+    print(UNTRAINED_WARNING, file=sys.stderr)
+    return 0
