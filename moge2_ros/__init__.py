@@ -14,17 +14,18 @@ from moge2_ros._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = ["Geometry", "Predictor", "load_model", "__version__"]
+__all__ = ["Geometry", "MoGeModel", "Predictor", "load_model", "__version__"]
 
 # name -> module that defines it
 _LAZY = {
     "load_model": "moge2_ros.checkpoints",
+    "MoGeModel": "moge2_ros.checkpoints",
     "Predictor": "moge2_ros.inference",
     "Geometry": "moge2_ros.inference.result",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from moge2_ros.checkpoints import load_model
+    from moge2_ros.checkpoints import MoGeModel, load_model
     from moge2_ros.inference import Predictor
     from moge2_ros.inference.result import Geometry
 

@@ -10,6 +10,9 @@ Accepted sources for :func:`load_model`:
   warm cache).
 
 Weights are matched strictly: missing or unexpected keys are rejected with their names.
+
+:class:`MoGeModel` is the official package's entry point, ``MoGeModel.from_pretrained(source)``, for code written
+against it; it lives here, above the pure model package, because loading is file and network I/O.
 """
 
 from __future__ import annotations
@@ -169,6 +172,22 @@ def load_model(source: str | os.PathLike, device: torch.device | str | None = No
     if device is not None:
         model.to(device)
     return model
+
+
+class MoGeModel(MoGe2Model):
+    """:class:`~moge2_ros.model.moge2.MoGe2Model` under the official class name, with the official constructor."""
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, device: torch.device | str | None = None) -> MoGe2Model:
+        """Official-compatible loading: :func:`load_model` (strict key matching, weights only, eval mode, float32).
+
+        Args:
+            source: ``model.pt``, ``.safetensors``, a directory holding either, or a Hugging Face id.
+            device: where to put the model (default CPU).
+        Raises:
+            ModelLoadError: see :func:`load_model`.
+        """
+        return load_model(source, device)
 
 
 def save_checkpoint(model: MoGe2Model, path: str | os.PathLike, **extra: Any) -> Path:

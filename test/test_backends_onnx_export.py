@@ -1,4 +1,5 @@
-"""ONNX export: exact resize maths, in-graph token grid, the split forward, export + validation (refusal), CLI."""
+"""ONNX export: exact resize maths, in-graph token grid, the export variant of the size-dependent steps,
+export + validation (refusal), CLI."""
 
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from moge2_ros.backends import onnx_export
-from moge2_ros.backends.network import split_forward
-from moge2_ros.backends.onnx_export import (OnnxExportError, ValidationCase, export_onnx, token_grid_tensor)
+from moge2_ros.backends.onnx_export import OnnxExportError, ValidationCase, export_onnx
+from moge2_ros.backends.onnx_ops import ExportOps
 from moge2_ros.backends.onnx_resize import cubic_matrix, resize_bilinear, resize_bilinear_aa
 from moge2_ros.backends.onnx_runtime import OnnxRuntimeBackend
 from moge2_ros.errors import InputError
-from moge2_ros.model import MoGe2Config, MoGe2Model
-from moge2_ros.model.moge2 import token_grid
+from moge2_ros.model import MoGe2Config, MoGe2Model, SizeOps, token_grid
 
 SIZES = [(240, 320, 420, 560), (180, 240, 126, 168), (300, 200, 518, 336), (70, 70, 518, 518), (481, 643, 3, 2),
          (5, 7, 14, 28), (1080, 1920, 700, 1204)]
@@ -48,14 +48,27 @@ def test_cubic_matrix_matches_pos_embed_interpolation(rows, cols):
     assert (got_size - ref_size).abs().max() < 2e-6
 
 
-def test_token_grid_tensor_equals_python_rounding():
+def test_token_grid_of_tensors_equals_python_rounding():
+    """The in-graph token grid (int64 budget, float64 sizes: what a dynamic export traces) == the Python one."""
     cases = [(n, h, w) for n in (1, 100, 108, 300, 900, 1200, 1369, 2400, 3600) for h, w in
              ((240, 320), (300, 200), (70, 70), (480, 640), (1080, 1920), (97, 251), (4, 1))]
     cases.append((8, 2, 1))  # sqrt(8 * 1 / 2) = 2 exactly, sqrt(16) = 4
     cases.append((2, 8, 2))  # rows = sqrt(8) = 2.83, cols = 0.707
+    cases.append((25, 1, 4))  # rows = sqrt(6.25) = 2.5 exactly: half to even -> 2
     for n, h, w in cases:
-        rows, cols = token_grid_tensor(torch.tensor(n), h, w)
+        aspect = torch.tensor(w, dtype=torch.float64) / torch.tensor(h, dtype=torch.float64)
+        rows, cols = token_grid(torch.tensor(n), aspect)
+        assert rows.dtype == cols.dtype == torch.int64
         assert (int(rows), int(cols)) == token_grid(n, w / h), (n, h, w)
+
+
+@pytest.mark.parametrize("start,end,steps", [(-0.6, 0.6, 40), (-0.79, 0.79, 1), (-0.5, 0.5, 2), (0.1, -0.3, 641),
+                                             (-0.8, 0.8, 1017)])
+def test_export_linspace_matches_torch(start, end, steps):
+    got = ExportOps().linspace(torch.tensor(start, dtype=torch.float64), end, steps, dtype=torch.float32)
+    ref = torch.linspace(start, end, steps, dtype=torch.float32)
+    # torch's vectorised kernel steps from each chunk's base: float32 rounding noise only (NOTES.md §2.9)
+    assert got.shape == ref.shape and (got - ref).abs().max() <= 1.2e-7
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +77,34 @@ def tiny_model() -> MoGe2Model:
     return MoGe2Model(MoGe2Config.tiny(embed_dim=48, depth=2, num_heads=2)).eval()
 
 
-def test_split_forward_is_bit_identical(tiny_model):
+def test_forward_is_the_composition_of_its_pieces(tiny_model):
+    """Backends call grid_inputs / core / finish_outputs separately: together they are the forward, bit for bit."""
     x = torch.rand(2, 3, 45, 61)
     with torch.no_grad():
-        a, b = tiny_model(x, 96), split_forward(tiny_model, x, 96)
-    assert set(a) == set(b) == {"points", "normal", "mask", "metric_scale"}
-    assert all(torch.equal(a[k], b[k]) for k in a)
+        ref = tiny_model(x, 96)
+        inputs = tiny_model.grid_inputs(x, 96)
+        got = tiny_model.finish_outputs(tiny_model.core(*inputs), 45, 61)
+    assert [t.shape for t in inputs[:2]] == [(2, 3, 8 * 14, 11 * 14), (1, 1 + 8 * 11, 48)]  # 8x11 grid
+    assert [u.shape[-2:] for u in inputs.uv] == [(8 * 2**level, 11 * 2**level) for level in range(5)]
+    assert list(ref) == list(got) == tiny_model.output_names == ["points", "normal", "mask", "metric_scale"]
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+@pytest.mark.parametrize("official", [False, True])
+@pytest.mark.parametrize("b,h,w,n", [(2, 45, 61, 96), (1, 70, 90, 24), (1, 518, 518, 1369), (1, 20, 300, 40)])
+def test_export_variant_matches_eager(tiny_model, official, b, h, w, n):
+    """The export variant of the size-dependent steps, run eagerly (the exported graph's maths), equals the eager
+    forward up to float32 rounding — including the 37x37 stored-pos-embed shortcut, encoder up- and downsampling
+    and an extreme aspect ratio."""
+    x = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(h))
+    with torch.no_grad():
+        ref = tiny_model(x, n, ops=SizeOps(official_compatible=official))
+        got = tiny_model(x, torch.tensor(n), ops=ExportOps(official_compatible=official))
+        other = tiny_model(x, n, ops=SizeOps(official_compatible=not official))
+    for k in ref:
+        assert (got[k] - ref[k]).abs().max() < 1e-5, k
+    if n != 37 * 37:  # the two numerics really differ (pos-embed offset; antialias when the encoder downsamples)
+        assert max((other[k] - ref[k]).abs().max() for k in ref) > 1e-4
 
 
 @pytest.fixture(scope="module")

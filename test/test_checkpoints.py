@@ -74,6 +74,23 @@ def test_safetensors_with_config_json_beside(tiny_ckpt, tmp_path):
     assert isinstance(load_model(tmp_path / "weights.safetensors"), MoGe2Model)
 
 
+def test_official_from_pretrained_loads_strictly(tiny_ckpt, tmp_path):
+    """``moge2_ros.MoGeModel.from_pretrained`` (the official entry point) is load_model: same weights, strict keys."""
+    import moge2_ros
+
+    model = moge2_ros.MoGeModel.from_pretrained(tiny_ckpt)
+    assert isinstance(model, MoGe2Model) and not model.training and issubclass(moge2_ros.MoGeModel, MoGe2Model)
+    reference = load_model(tiny_ckpt)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
+    assert moge2_ros.MoGeModel.from_pretrained(str(tiny_ckpt.parent), device="cpu").device.type == "cpu"
+
+    def add_key(d):
+        d["model"]["encoder.extra"] = torch.zeros(1)
+
+    with pytest.raises(ModelLoadError, match="unexpected keys: encoder.extra"):
+        moge2_ros.MoGeModel.from_pretrained(_rewrite(tiny_ckpt, tmp_path, add_key))
+
+
 def _rewrite(tiny_ckpt: Path, tmp_path: Path, edit) -> Path:
     data = torch.load(tiny_ckpt, weights_only=True)
     edit(data)

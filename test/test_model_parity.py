@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from moge2_ros.checkpoints import load_model
+from moge2_ros.model import SizeOps
 
 pytestmark = pytest.mark.parity
 
@@ -47,11 +48,17 @@ def test_37x37_grid_uses_stored_pos_embed(model, manifest, reference_dir):
     """Input iv (square, 37x37 tokens) takes DINOv2's no-interpolation shortcut."""
     assert manifest["inputs"]["iv"]["pos_embed_used_without_interpolation"]
     backbone = model.encoder.backbone
-    pos = backbone.interpolate_pos_encoding(37 * 37, 518, 518, torch.float32)
-    assert pos is backbone.pos_embed
-    # a non-square image with the same token count must interpolate (with the 0.1 offset)
-    pos2 = backbone.interpolate_pos_encoding(37 * 37, 518, 520, torch.float32)
-    assert pos2 is not backbone.pos_embed and not torch.equal(pos2, backbone.pos_embed)
+    with torch.no_grad():
+        pos = backbone.interpolate_pos_encoding(37, 37, torch.float32)
+        assert torch.equal(pos, backbone.pos_embed)
+        # any other grid interpolates (with the 0.1 offset), even one just as wide or as tall
+        for rows, cols in ((37, 38), (36, 37)):
+            other = backbone.interpolate_pos_encoding(rows, cols, torch.float32)
+            assert other.shape == (1, 1 + rows * cols, backbone.pos_embed.shape[-1])
+            assert not torch.equal(other[:, : 1 + 36 * 36], backbone.pos_embed[:, : 1 + 36 * 36])
+        # the official exporter's "onnx compatible mode" has no shortcut, but bicubic at scale 1 is the identity
+        compatible = backbone.interpolate_pos_encoding(37, 37, torch.float32, SizeOps(official_compatible=True))
+        assert torch.equal(compatible, backbone.pos_embed)
 
 
 def test_intermediates_of_downsample_case(model, reference_dir):
@@ -62,12 +69,15 @@ def test_intermediates_of_downsample_case(model, reference_dir):
     with torch.no_grad():
         image14 = torch.nn.functional.interpolate(x, (rows * 14, cols * 14), mode="bilinear", align_corners=False, antialias=True)
         image14 = (image14 - enc.image_mean) / enc.image_std
-        pos = enc.backbone.interpolate_pos_encoding(rows * cols, rows * 14, cols * 14, torch.float32)
+        pos = enc.backbone.interpolate_pos_encoding(rows, cols, torch.float32)
         features, cls = enc(x, rows, cols)
+        # DINOv2's own entry point runs the same trunk (forward_layers) on the normalised encoder input
+        dinov2_cls = enc.backbone.get_intermediate_layers(image14, enc.layers)[-1][1]
     np.testing.assert_allclose(image14.numpy(), np.load(reference_dir / "dbg_iii_enc_image14_normalized.npy"), atol=1e-5, rtol=0)
     np.testing.assert_allclose(pos.numpy(), np.load(reference_dir / "dbg_iii_enc_pos_embed.npy"), atol=1e-6, rtol=0)
     np.testing.assert_allclose(features.numpy(), np.load(reference_dir / "dbg_iii_enc_features.npy"), atol=ATOL, rtol=0)
     np.testing.assert_allclose(cls.numpy(), np.load(reference_dir / "dbg_iii_enc_cls_token.npy"), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(dinov2_cls.numpy(), cls.numpy(), atol=1e-5, rtol=0)
 
 
 INFER_CASES = [("i", 1200, None, "fovnone"), ("i", 1200, 60.0, "fov60"), ("ii", 900, None, "fovnone")]

@@ -8,11 +8,13 @@ are dynamic and the token grid ``rows = round(sqrt(n·H/W))``, ``cols = round(sq
 graph (float64, round half to even, as Python's ``round`` in eager); a static export fixes B = 1, H, W and the
 token budget and has the single input ``image``.
 
-Exact mode (default) keeps what the official exporter switches off: the antialiased encoder resize, written as two
-matrix products whose weights are computed in-graph from the sizes (:mod:`.onnx_resize`), and DINOv2's
-positional-embedding interpolation with its 0.1 offset and its no-interpolation shortcut for a 37×37 grid.
-``official_compatible=True`` reproduces the official "onnx compatible mode" instead (plain bilinear encoder resize,
-bicubic pos-embed resize to the grid size, no shortcut).
+The graph is a trace of the model's own :meth:`~moge2_ros.model.moge2.MoGe2Model.forward`; only the primitives
+of its size-dependent steps are swapped for their export variant (:class:`~moge2_ros.backends.onnx_ops.ExportOps`:
+tensor maths computed in-graph from the sizes).  Exact mode (default) keeps what the official exporter switches off:
+the antialiased encoder resize and DINOv2's positional-embedding interpolation with its 0.1 offset and its
+no-interpolation shortcut for a 37×37 grid.  ``official_compatible=True`` reproduces the official "onnx compatible
+mode" instead (plain bilinear encoder resize, bicubic pos-embed resize to the grid size, no shortcut), and is
+validated against the eager forward with the same numerics (``SizeOps(official_compatible=True)``).
 
 Every export is validated before the file is written: ``onnx.checker`` (full check), then ONNX Runtime (CPU) on
 several image sizes — including a size and aspect ratio the export did not see — against the eager forward of the
@@ -22,6 +24,7 @@ same weights.  A file that does not match is not written (:class:`OnnxExportErro
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
@@ -30,15 +33,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import InputError, Moge2RosError
-from ..model.moge2 import PATCH_SIZE, MoGe2Model, token_grid
-from .network import NUM_LEVELS, OUTPUT_NAMES, GridInputs, finish_outputs, network_core
-from .onnx_resize import cubic_matrix, resize_bilinear, resize_bilinear_aa
+from ..model.moge2 import MoGe2Model
+from ..model.size_ops import SizeOps, token_grid
+from .onnx_ops import ExportOps
 
 LOG = logging.getLogger(__name__)
 
@@ -50,60 +53,18 @@ FP32_ATOL = 1e-4
 FP16_ATOL = 5e-2
 #: Key prefix of the metadata written into exported files.
 META_PREFIX = "moge2_ros."
-_GRID_MAX = 4096  # upper bound of a token-grid side, for the exporter's symbolic shape reasoning
 
 
 class OnnxExportError(Moge2RosError):
     """The model could not be exported, or the exported graph does not reproduce the PyTorch outputs."""
 
 
-# ---------------------------------------------------------------------------------------------- in-graph helpers
-
-
-def token_grid_tensor(num_tokens: torch.Tensor, height: Any, width: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows and columns (int64 0-d tensors) as :func:`moge2_ros.model.moge2.token_grid` computes them for a
-    Python int budget: ``ar = W / H``, ``rows = round(sqrt(n / ar))``, ``cols = round(sqrt(n · ar))`` in float64,
-    round half to even."""
-    n = num_tokens.to(torch.float64).reshape(())
-    ar = torch.full((), width, dtype=torch.float64) / torch.full((), height, dtype=torch.float64)
-    return torch.sqrt(n / ar).round().to(torch.int64), torch.sqrt(n * ar).round().to(torch.int64)
-
-
-def _linspace(start: torch.Tensor, end: torch.Tensor, steps: Any) -> torch.Tensor:
-    """``torch.linspace`` on CPU for float32 ``start``/``end`` 0-d tensors: ``start + step·i`` for the first half,
-    ``end - step·(steps - 1 - i)`` for the second, ``step = (end - start) / (steps - 1)``."""
-    idx = torch.arange(steps, dtype=torch.float32)
-    n = torch.full((), steps, dtype=torch.float32)
-    step = (end - start) / torch.clamp(n - 1.0, min=1.0)
-    return torch.where(idx < torch.floor(n / 2.0), start + step * idx, end - step * (n - 1.0 - idx))
-
-
-def _uv_grid(width: Any, height: Any, aspect_ratio: torch.Tensor, batch: Any) -> torch.Tensor:
-    """:func:`moge2_ros.geometry.uv.normalized_view_plane_uv` as ``(B, 2, height, width)`` float32, with the
-    span arithmetic in float64 like the Python floats of the eager code."""
-    norm = torch.sqrt(1.0 + aspect_ratio * aspect_ratio)
-    span_x, span_y = aspect_ratio / norm, 1.0 / norm
-    w = torch.full((), width, dtype=torch.float64)
-    h = torch.full((), height, dtype=torch.float64)
-    u = _linspace((-span_x * (w - 1.0) / w).float(), (span_x * (w - 1.0) / w).float(), width)
-    v = _linspace((-span_y * (h - 1.0) / h).float(), (span_y * (h - 1.0) / h).float(), height)
-    grid = torch.stack([u[None, :].expand(height, width), v[:, None].expand(height, width)], dim=0)
-    return grid.unsqueeze(0).expand(batch, -1, -1, -1)
-
-
-def _one_hot_rows(size: Any, grid: int) -> torch.Tensor:
-    """``(size, grid)`` matrix with ones on the diagonal (the identity when size == grid)."""
-    i = torch.arange(size, dtype=torch.float32)
-    j = torch.arange(grid, dtype=torch.float32)
-    return (i[:, None] == j[None, :]).to(torch.float32)
-
-
 class ExportableMoGe2(nn.Module):
-    """Export twin of :meth:`MoGe2Model.forward` (shares the model's modules; no weights are copied).
+    """What the exporter traces: the model's own :meth:`~MoGe2Model.forward` with the export variant of its
+    size-dependent primitives (:class:`~moge2_ros.backends.onnx_ops.ExportOps`); shares the model's modules.
 
-    ``forward(image (B, 3, H, W) float32, num_tokens int64 scalar)`` -> tuple of the outputs in
-    :data:`OUTPUT_NAMES` order (those the model has), float32.  Size-dependent steps are tensor maths that export
-    with dynamic shapes; the rest is :func:`network_core` / :func:`finish_outputs`, i.e. the model's own modules.
+    ``forward(image (B, 3, H, W) float32, num_tokens int64 scalar)`` -> tuple of the model's outputs in
+    :data:`~moge2_ros.model.moge2.OUTPUT_NAMES` order, float32.
 
     Args:
         model: the MoGe-2 model (eval mode).
@@ -116,54 +77,15 @@ class ExportableMoGe2(nn.Module):
                  fp16: bool = False) -> None:
         super().__init__()
         self.model = model
-        self.official_compatible = official_compatible
+        self.ops = ExportOps(official_compatible=official_compatible)
         self.static_num_tokens = static_num_tokens
         self.compute_dtype = torch.float16 if fp16 else torch.float32
-        self.output_names = [k for k in OUTPUT_NAMES if k == "metric_scale" and model.has_head("scale_head")
-                             or k != "metric_scale" and model.has_head(f"{k}_head")]
-
-    def _pos_embed(self, rows: Any, cols: Any, rows_t: torch.Tensor, cols_t: torch.Tensor) -> torch.Tensor:
-        backbone = self.model.encoder.backbone
-        grid = backbone.spec.pos_grid
-        pos = backbone.pos_embed.float()
-        patch = pos[0, 1:].reshape(grid, grid, -1).permute(2, 0, 1)  # (E, grid, grid)
-        if self.official_compatible:
-            wy, wx = cubic_matrix(grid, rows), cubic_matrix(grid, cols)
-        else:
-            offset = 0.1  # DINOv2's interpolate_offset: the scale factor is (rows + 0.1) / grid
-            sy = (rows_t.to(torch.float64) + offset) / grid
-            sx = (cols_t.to(torch.float64) + offset) / grid
-            wy, wx = cubic_matrix(grid, rows, sy), cubic_matrix(grid, cols, sx)
-            stored = (rows_t == grid) & (cols_t == grid)  # 37×37 grid of a square image: stored table as is
-            wy = torch.where(stored, _one_hot_rows(rows, grid), wy)
-            wx = torch.where(stored, _one_hot_rows(cols, grid), wx)
-        patch = torch.matmul(torch.matmul(wy, patch), wx.transpose(0, 1))  # (E, rows, cols)
-        patch = patch.permute(1, 2, 0).reshape(1, rows * cols, -1)
-        return torch.cat([pos[:, :1], patch], dim=1).to(self.compute_dtype)
+        self.output_names = model.output_names
 
     def forward(self, image: torch.Tensor, num_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        batch, _, height, width = image.shape
-        if self.static_num_tokens is not None:
-            rows, cols = token_grid(self.static_num_tokens, width / height)
-            rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
-        else:
-            assert num_tokens is not None
-            rows_t, cols_t = token_grid_tensor(num_tokens, height, width)
-            rows, cols = rows_t.item(), cols_t.item()
-            torch._check(rows >= 1)
-            torch._check(cols >= 1)
-            torch._check(rows <= _GRID_MAX)
-            torch._check(cols <= _GRID_MAX)
-        x = image.to(self.compute_dtype)
-        if self.official_compatible:
-            image14 = resize_bilinear(x, rows * PATCH_SIZE, cols * PATCH_SIZE)
-        else:
-            image14 = resize_bilinear_aa(x, rows * PATCH_SIZE, cols * PATCH_SIZE)
-        aspect_ratio = torch.full((), width, dtype=torch.float64) / torch.full((), height, dtype=torch.float64)
-        uv = [_uv_grid(cols * 2**level, rows * 2**level, aspect_ratio, batch).to(self.compute_dtype)
-              for level in range(NUM_LEVELS)]
-        raw = network_core(self.model, GridInputs(image14, self._pos_embed(rows, cols, rows_t, cols_t), uv))
-        out = finish_outputs(self.model, raw, height, width, resize=resize_bilinear)
+        budget = self.static_num_tokens if self.static_num_tokens is not None else num_tokens
+        assert budget is not None, "a dynamic export takes num_tokens"
+        out = self.model(image.to(self.compute_dtype), budget, ops=self.ops)
         return tuple(out[k].float() for k in self.output_names)
 
 
@@ -222,11 +144,6 @@ def _example_image(case: ValidationCase, seed: int = 0) -> torch.Tensor:
     base = torch.stack(torch.broadcast_tensors(x * 0.8 + 0.1, y * 0.7 + 0.2, 0.5 + 0.4 * torch.sin(6.0 * x + 4.0 * y)))
     noise = torch.rand(case.batch, 3, case.height, case.width, generator=g) * 0.2 - 0.1
     return (torch.round((base[None] + noise).clamp(0, 1) * 255) / 255).float()
-
-
-def _torch_reference(model: MoGe2Model, image: torch.Tensor, num_tokens: int) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        return {k: v.float() for k, v in model(image, num_tokens).items()}
 
 
 def _check_args(model: MoGe2Model, height: int, width: int, num_tokens: int, opset: int) -> None:
@@ -316,7 +233,8 @@ def export_onnx(
         onnx.save_model(onnx_model, str(tmp))
         if validate:
             t1 = time.perf_counter()
-            reference = _official_compatible_eager(cpu_model) if official_compatible else None
+            reference = functools.partial(cpu_model, ops=SizeOps(official_compatible=True)) \
+                if official_compatible else None
             report.validation = _validate(tmp, cpu_model, cases, dynamic,
                                           atol if atol is not None else (FP16_ATOL if fp16 else FP32_ATOL), reference)
             report.validate_seconds = time.perf_counter() - t1
@@ -379,31 +297,8 @@ def _add_validation_metadata(path: Path, report: ExportReport) -> None:
     onnx.save_model(proto, str(path))
 
 
-def _official_compatible_eager(model: MoGe2Model) -> Any:
-    """Eager forward with the official "onnx compatible mode" numerics (for validating that variant)."""
-    import torch.nn.functional as F
-
-    from .network import uv_levels
-
-    def forward(image: torch.Tensor, num_tokens: int) -> dict[str, torch.Tensor]:
-        b, _, h, w = image.shape
-        rows, cols = token_grid(num_tokens, w / h)
-        image14 = F.interpolate(image, (rows * PATCH_SIZE, cols * PATCH_SIZE), mode="bilinear", align_corners=False,
-                                antialias=False)
-        backbone = model.encoder.backbone
-        grid = backbone.spec.pos_grid
-        pos = backbone.pos_embed.float()
-        patch = pos[:, 1:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-        patch = F.interpolate(patch, size=(rows, cols), mode="bicubic", antialias=False)
-        pos = torch.cat([pos[:, :1], patch.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)], dim=1)
-        raw = network_core(model, GridInputs(image14, pos, uv_levels(rows, cols, w / h, b, image.dtype, image.device)))
-        return finish_outputs(model, raw, h, w)
-
-    return forward
-
-
 def _validate(path: Path, model: MoGe2Model, cases: Sequence[ValidationCase], dynamic: bool, atol: float,
-              reference: Any) -> list[dict[str, Any]]:
+              reference: Callable[[torch.Tensor, int], dict[str, torch.Tensor]] | None) -> list[dict[str, Any]]:
     import onnx
 
     try:

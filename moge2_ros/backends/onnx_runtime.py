@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ModelLoadError
+from ..model.moge2 import OUTPUT_NAMES
 
 LOG = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ PROVIDERS = {
     "cpu": "CPUExecutionProvider",
 }
 DEFAULT_PROVIDER_ORDER = ("tensorrt", "cuda", "cpu")
-_OUTPUTS = ("points", "normal", "mask", "metric_scale")
 _META_PREFIX = "moge2_ros."
 
 
@@ -154,7 +154,7 @@ class OnnxRuntimeBackend:
         extra = set(inputs) - {"image", "num_tokens"}
         bad = (image is None or extra or image.type not in ("tensor(float)", "tensor(float16)")
                or len(image.shape) != 4 or image.shape[1] not in (3, "3")
-               or "points" not in outputs or set(outputs) - set(_OUTPUTS))
+               or "points" not in outputs or set(outputs) - set(OUTPUT_NAMES))
         tokens = inputs.get("num_tokens")
         if tokens is not None and (tokens.type != "tensor(int64)" or len(tokens.shape) > 1):
             bad = True
@@ -183,9 +183,6 @@ class OnnxRuntimeBackend:
         """The model's token range from the file's metadata; the official default [1200, 3600] otherwise."""
         value = self.metadata.get("num_tokens_range")
         return [int(v) for v in json.loads(value)] if value else [1200, 3600]
-
-    def has_output(self, name: str) -> bool:
-        return name in self.output_names
 
     # ------------------------------------------------------------------ inference
     def __call__(self, image: torch.Tensor, num_tokens: int) -> dict[str, torch.Tensor]:

@@ -1,14 +1,16 @@
 """PyTorch backend options: ``torch.compile`` with token-grid bucketing and warm-up, channels-last, CUDA graphs,
 pinned-memory host-to-device copies.
 
-Compiling ``MoGe2Model.forward`` as a whole would recompile for every new image size, because the image size
-enters the graph (encoder resize, uv grids, output resize).  :class:`TorchRunner` compiles only
-:func:`~moge2_ros.backends.network.network_core` — the ViT, neck and heads, >95 % of the work — whose shapes depend
-on the batch size and the token grid ``(rows, cols)`` alone; the cheap size-dependent steps run eagerly with the
-model's own functions.  The token grid is the shape bucket: every image size whose aspect ratio gives the same
-grid for the budget reuses one compiled graph (at 1200 tokens all 4:3 cameras, 640×480, 1280×960, … share
-30×40), so a change of camera resolution does not recompile.  :meth:`TorchRunner.warmup` compiles the grids of
-the expected sizes before the first frame.  Outputs equal eager up to the float reordering of the compiler.
+Compiling ``MoGe2Model.forward`` as a whole would recompile for every new image size, because the image size enters
+the graph (encoder resize, uv grids, output resize).  :class:`TorchRunner` runs the forward's three pieces itself and
+compiles only the middle one, :meth:`~moge2_ros.model.moge2.MoGe2Model.core` — the ViT, neck and heads, >95 % of the
+work — whose shapes depend on the batch size and the token grid ``(rows, cols)`` alone; the cheap size-dependent
+steps (:meth:`~moge2_ros.model.moge2.MoGe2Model.grid_inputs`,
+:meth:`~moge2_ros.model.moge2.MoGe2Model.finish_outputs`) run eagerly.  The token grid is the shape bucket: every
+image size whose aspect ratio gives the same grid for the budget reuses one compiled graph (at 1200 tokens all 4:3
+cameras, 640×480, 1280×960, … share 30×40), so a change of camera resolution does not recompile.
+:meth:`TorchRunner.warmup` compiles the grids of the expected sizes before the first frame.  Outputs equal eager up
+to the float reordering of the compiler.
 
 CUDA graphs (``cuda_graphs=True``) use ``torch.compile(mode="reduce-overhead")``: one graph is recorded per
 bucket (fixed shapes inside a bucket) and replayed; outputs are cloned out of the graph's memory pool.
@@ -25,8 +27,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..model.moge2 import MoGe2Model, token_grid
-from .network import GridInputs, eager_grid_inputs, finish_outputs, network_core
+from ..model.moge2 import MoGe2Model
+from ..model.size_ops import token_grid
 
 LOG = logging.getLogger(__name__)
 
@@ -66,19 +68,19 @@ class TorchOptions:
 
 
 class _Core(nn.Module):
-    """:func:`network_core` as a module with tensor arguments (what ``torch.compile`` sees)."""
+    """:meth:`MoGe2Model.core` as a module (what ``torch.compile`` sees), optionally on channels-last inputs."""
 
     def __init__(self, model: MoGe2Model, channels_last: bool) -> None:
         super().__init__()
         self.model = model
         self.channels_last = channels_last
 
-    def forward(self, image14: torch.Tensor, pos_embed: torch.Tensor, uv0: torch.Tensor, uv1: torch.Tensor,
-                uv2: torch.Tensor, uv3: torch.Tensor, uv4: torch.Tensor) -> dict[str, torch.Tensor]:
-        uv = [uv0, uv1, uv2, uv3, uv4]
+    def forward(self, image14: torch.Tensor, pos_embed: torch.Tensor, uv: list[torch.Tensor]
+                ) -> dict[str, torch.Tensor]:
         if self.channels_last:
+            image14 = image14.contiguous(memory_format=torch.channels_last)
             uv = [u.contiguous(memory_format=torch.channels_last) for u in uv]
-        return network_core(self.model, GridInputs(image14, pos_embed, uv))
+        return self.model.core(image14, pos_embed, uv)
 
 
 class TorchRunner:
@@ -100,8 +102,7 @@ class TorchRunner:
             raise InputError("cuda_graphs and pinned_memory need a CUDA device; the model is on "
                              f"{device.type}")
         if options.channels_last:
-            for module in (model.neck, *(getattr(model, f"{h}_head") for h in ("points", "normal", "mask")
-                                         if model.has_head(f"{h}_head"))):
+            for module in model.conv_decoder():
                 module.to(memory_format=torch.channels_last)
         self._core: Callable[..., dict[str, torch.Tensor]] = _Core(model, options.channels_last)
         if options.compile:
@@ -130,14 +131,10 @@ class TorchRunner:
             LOG.info("torch backend: compiling the network for token grid %dx%d (batch %d); this frame is slow",
                      key[1], key[2], key[0])
         self.buckets.add(key)
-        inputs = eager_grid_inputs(self.model, image, num_tokens)
-        image14 = inputs.image14
-        if self.options.channels_last:
-            image14 = image14.contiguous(memory_format=torch.channels_last)
-        raw = self._core(image14, inputs.pos_embed, *inputs.uv)
+        raw = self._core(*self.model.grid_inputs(image, num_tokens))
         if self.options.cuda_graphs:  # graph outputs live in the graph's pool: copy them out before the next replay
             raw = {k: v.clone() for k, v in raw.items()}
-        return finish_outputs(self.model, raw, image.shape[-2], image.shape[-1])
+        return self.model.finish_outputs(raw, image.shape[-2], image.shape[-1])
 
     def warmup(self, sizes: Sequence[tuple[int, int]], num_tokens: int, batch: int = 1,
                autocast_dtype: torch.dtype | None = None) -> list[tuple[int, int, int]]:

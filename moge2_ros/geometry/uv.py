@@ -10,23 +10,30 @@ this plane, with ``focal`` in units of the half diagonal.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
 def view_plane_axes(
     width: int,
     height: int,
-    aspect_ratio: float | None = None,
+    aspect_ratio: float | torch.Tensor | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    linspace: Callable[..., torch.Tensor] = torch.linspace,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 1-D axes of :func:`normalized_view_plane_uv`: ``(u (W,), v (H,))``; the grid is their outer product."""
+    """The 1-D axes of :func:`normalized_view_plane_uv`: ``(u (W,), v (H,))``; the grid is their outer product.
+
+    ``aspect_ratio`` may be a float64 0-d tensor and the sizes symbolic, with a ``linspace`` (same signature as
+    ``torch.linspace``) that accepts them: that is how the ONNX exporter builds the model's uv grids in-graph.
+    """
     if aspect_ratio is None:
         aspect_ratio = width / height
     span_x = aspect_ratio / (1 + aspect_ratio**2) ** 0.5
     span_y = 1 / (1 + aspect_ratio**2) ** 0.5
-    u = torch.linspace(-span_x * (width - 1) / width, span_x * (width - 1) / width, width, dtype=dtype, device=device)
-    v = torch.linspace(-span_y * (height - 1) / height, span_y * (height - 1) / height, height, dtype=dtype, device=device)
+    u = linspace(-span_x * (width - 1) / width, span_x * (width - 1) / width, width, dtype=dtype, device=device)
+    v = linspace(-span_y * (height - 1) / height, span_y * (height - 1) / height, height, dtype=dtype, device=device)
     return u, v
 
 

@@ -5,12 +5,23 @@
 for the official package runs unchanged.  Everything after the forward pass lives in
 :mod:`moge2_ros.geometry` and is shared with the robot-facing :class:`moge2_ros.Predictor`.
 
+The forward is written once, as the composition of three public pieces that backends reuse:
+
+1. :meth:`MoGe2Model.grid_inputs` — the size-dependent inputs of the core (:class:`GridInputs`): the token grid,
+   the encoder-sized image, the positional embeddings, the five uv conditioning grids;
+2. :meth:`MoGe2Model.core` — normalisation, ViT, projections, neck, heads and scale MLP: everything whose shapes
+   depend only on ``(B, rows, cols)`` (what ``torch.compile`` compiles once per token grid);
+3. :meth:`MoGe2Model.finish_outputs` — the resize to the image size and the output activations.
+
+Steps 1 and 3 take a :class:`~moge2_ros.model.size_ops.SizeOps` strategy for their primitive operations (resizes,
+``linspace``); the ONNX exporter passes its export variant and otherwise traces this very forward.
+
 References: Wang et al., "MoGe-2: Accurate Monocular Geometry with Metric Scale and Sharp Details", 2025.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,19 +29,42 @@ from torch import nn
 
 from ..errors import ConfigError, InputError
 from ..geometry.postprocess import recover_geometry
-from ..geometry.uv import normalized_view_plane_uv
+from ..geometry.uv import grid_from_axes, view_plane_axes
 from .config import HEADS, EncoderConfig, MoGe2Config
 from .conv_stack import ConvStack
+from .size_ops import EAGER, Number, Size, SizeOps, as_number, grid_size, token_grid
 from .vit import VisionTransformer
 
 PATCH_SIZE = 14
+#: Number of decoder levels conditioned on a uv grid (token grid × 2^l, l = 0..4).
+NUM_LEVELS = 5
+#: Keys of :meth:`MoGe2Model.forward`'s dict in order (also the official ONNX outputs); a model has a subset.
+OUTPUT_NAMES = ("points", "normal", "mask", "metric_scale")
+#: Output -> the module that produces it.
+_HEAD_OF = {"points": "points_head", "normal": "normal_head", "mask": "mask_head", "metric_scale": "scale_head"}
+_MAP_OUTPUTS = ("points", "normal", "mask")
+
+
+class GridInputs(NamedTuple):
+    """Size-dependent inputs of :meth:`MoGe2Model.core` (``core(*inputs)``).
+
+    Attributes:
+        image14: ``(B, 3, 14·rows, 14·cols)`` image resized to the token grid, RGB in [0, 1] (not normalised).
+        pos_embed: ``(1, 1 + rows·cols, E)`` positional embeddings (class token first).
+        uv: five ``(B, 2, rows·2^l, cols·2^l)`` normalised view-plane grids (u, v channels), l = 0..4.
+    """
+
+    image14: torch.Tensor
+    pos_embed: torch.Tensor
+    uv: list[torch.Tensor]
 
 
 class DINOv2Encoder(nn.Module):
     """Resize (antialiased bilinear) to the token grid, normalise, run the ViT, project and sum the taken layers.
 
     ``forward(image (B,3,H,W) in [0,1], rows, cols)`` -> ``(features (B, dim_out, rows, cols), cls (B, E))``,
-    ``cls`` being the class token of the last taken block after the final LayerNorm.
+    ``cls`` being the class token of the last taken block after the final LayerNorm.  It is
+    :meth:`encode` of :meth:`resize_input` and the backbone's positional embeddings; the model calls the pieces.
     """
 
     def __init__(self, cfg: EncoderConfig) -> None:
@@ -44,15 +78,29 @@ class DINOv2Encoder(nn.Module):
         self.register_buffer("image_mean", torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1))
         self.register_buffer("image_std", torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1))
 
-    def forward(self, image: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.interpolate(image, (rows * PATCH_SIZE, cols * PATCH_SIZE), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - self.image_mean) / self.image_std
-        taken = self.backbone.get_intermediate_layers(x, self.layers)
+    def resize_input(self, image: torch.Tensor, rows: Size, cols: Size, ops: SizeOps = EAGER) -> torch.Tensor:
+        """``(B, 3, H, W)`` -> ``(B, 3, 14·rows, 14·cols)``: antialiased bilinear (plain bilinear when
+        ``ops.official_compatible``)."""
+        return ops.resize_bilinear(image, rows * PATCH_SIZE, cols * PATCH_SIZE, antialias=not ops.official_compatible)
+
+    def encode(self, image14: torch.Tensor, pos_embed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalise, ViT with ``pos_embed`` ``(1, 1 + rows·cols, E)``, project and sum the taken layers.
+
+        Returns:
+            ``(features (B, dim_out, rows, cols), cls (B, E))`` for ``image14`` ``(B, 3, 14·rows, 14·cols)``.
+        """
+        x = (image14 - self.image_mean) / self.image_std
+        rows, cols = x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE
+        taken = self.backbone.forward_layers(x, pos_embed, self.layers)
         projected = [
             proj(tokens.permute(0, 2, 1).unflatten(2, (rows, cols)).contiguous())
             for proj, (tokens, _) in zip(self.output_projections, taken)
         ]
         return torch.stack(projected, dim=1).sum(dim=1), taken[-1][1]
+
+    def forward(self, image: torch.Tensor, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pos_embed = self.backbone.interpolate_pos_encoding(rows, cols, image.dtype)
+        return self.encode(self.resize_input(image, rows, cols), pos_embed)
 
 
 def make_mlp(dims: list[int]) -> nn.Sequential:
@@ -63,18 +111,6 @@ def make_mlp(dims: list[int]) -> nn.Sequential:
             layers.append(nn.ReLU())
         layers.append(nn.Linear(a, b))
     return nn.Sequential(*layers)
-
-
-def token_grid(num_tokens: int | torch.Tensor, aspect_ratio: float) -> tuple[Any, Any]:
-    """Token rows and columns for a budget of ``num_tokens`` at ``aspect_ratio = W / H``.
-
-    ``rows = round(sqrt(n / ar))``, ``cols = round(sqrt(n * ar))`` (Python round: half to even); a tensor
-    budget gives tensor results (``.round().long()``).  ``rows * cols`` generally differs from ``n``.
-    """
-    rows, cols = (num_tokens / aspect_ratio) ** 0.5, (num_tokens * aspect_ratio) ** 0.5
-    if isinstance(rows, torch.Tensor):
-        return rows.round().long(), cols.round().long()
-    return round(rows), round(cols)
 
 
 class MoGe2Model(nn.Module):
@@ -109,6 +145,15 @@ class MoGe2Model(nn.Module):
         """Whether the model has ``name`` in {'points_head', 'normal_head', 'mask_head', 'scale_head'}."""
         return hasattr(self, name)
 
+    @property
+    def output_names(self) -> list[str]:
+        """The keys of :meth:`forward`'s dict for this model, in :data:`OUTPUT_NAMES` order."""
+        return [name for name in OUTPUT_NAMES if self.has_head(_HEAD_OF[name])]
+
+    def conv_decoder(self) -> list[nn.Module]:
+        """The convolutional decoder: the neck and the map heads the model has (where channels-last helps)."""
+        return [self.neck, *(getattr(self, _HEAD_OF[k]) for k in _MAP_OUTPUTS if self.has_head(_HEAD_OF[k]))]
+
     def num_tokens_for_level(self, resolution_level: int) -> int:
         """Official mapping of a resolution level 0..9 to a token budget inside ``num_tokens_range``."""
         if not 0 <= resolution_level <= 9:
@@ -117,10 +162,54 @@ class MoGe2Model(nn.Module):
         return int(lo + (resolution_level / 9) * (hi - lo))
 
     # ------------------------------------------------------------------ forward
-    def activate_maps(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Output activations of the head maps already resized to the image, ``(B, C, H, W)`` each:
-        ``points`` ``(B, H, W, 3)`` remapped, ``normal`` ``(B, H, W, 3)`` unit, ``mask`` ``(B, H, W)`` sigmoid
-        (those present in ``maps``; other keys are ignored)."""
+    def grid_inputs(self, image: torch.Tensor, num_tokens: int | torch.Tensor, ops: SizeOps = EAGER) -> GridInputs:
+        """Step 1 of :meth:`forward`: the size-dependent inputs of :meth:`core` for a ``(B, 3, H, W)`` image.
+
+        The token grid is :func:`~moge2_ros.model.size_ops.token_grid` of ``num_tokens`` at ``ar = W / H``; the
+        image is resized to ``14·rows × 14·cols``; the positional embeddings are interpolated to the grid; the uv
+        grids cover the image's aspect ratio at ``rows·2^l × cols·2^l``, l = 0..4.  Tensors take ``image``'s dtype.
+        """
+        batch, _, height, width = image.shape
+        aspect_ratio = as_number(width) / as_number(height)
+        rows, cols = token_grid(num_tokens, aspect_ratio)
+        rows, cols = grid_size(rows), grid_size(cols)
+        image14 = self.encoder.resize_input(image, rows, cols, ops)
+        pos_embed = self.encoder.backbone.interpolate_pos_encoding(rows, cols, image.dtype, ops)
+        uv = self._uv_grids(rows, cols, aspect_ratio, batch, image.dtype, image.device, ops)
+        return GridInputs(image14, pos_embed, uv)
+
+    def _uv_grids(self, rows: Size, cols: Size, aspect_ratio: Number, batch: Size, dtype: torch.dtype,
+                  device: torch.device, ops: SizeOps) -> list[torch.Tensor]:
+        """The decoder's uv conditioning, ``(B, 2, rows·2^l, cols·2^l)`` for l = 0..4 (NOTES.md §2.9)."""
+        grids = []
+        for level in range(NUM_LEVELS):
+            u, v = view_plane_axes(cols * 2**level, rows * 2**level, aspect_ratio, dtype, device, linspace=ops.linspace)
+            grids.append(grid_from_axes(u, v).permute(2, 0, 1).unsqueeze(0).expand(batch, -1, -1, -1))
+        return grids
+
+    def core(self, image14: torch.Tensor, pos_embed: torch.Tensor, uv: Sequence[torch.Tensor]
+             ) -> dict[str, torch.Tensor]:
+        """Step 2 of :meth:`forward` (arguments: a :class:`GridInputs`): normalise, ViT, projections, neck, heads and
+        scale MLP — the part whose shapes depend only on ``(B, rows, cols)``.
+
+        Returns:
+            ``points`` / ``normal`` / ``mask``: raw head maps ``(B, C, 16·rows, 16·cols)`` (before the resize and the
+            activations) for the heads the model has; ``metric_scale``: ``(B,)`` (already ``exp``-ed).
+        """
+        features, cls_token = self.encoder.encode(image14, pos_embed)
+        neck_out = self.neck([torch.cat([features, uv[0]], dim=1), *uv[1:]])
+        raw = {key: getattr(self, _HEAD_OF[key])(neck_out)[-1] for key in _MAP_OUTPUTS if self.has_head(_HEAD_OF[key])}
+        if self.has_head("scale_head"):
+            raw["metric_scale"] = self.scale_head(cls_token).squeeze(1).exp()
+        return raw
+
+    def finish_outputs(self, raw: Mapping[str, torch.Tensor], height: Size, width: Size, ops: SizeOps = EAGER
+                       ) -> dict[str, torch.Tensor]:
+        """Step 3 of :meth:`forward`: resize :meth:`core`'s maps to ``height × width`` (bilinear, no antialias), then
+        apply the output activations: ``points`` ``(B, H, W, 3)`` remapped (for 'exp' the interpolation thus happens
+        in log-depth), ``normal`` ``(B, H, W, 3)`` unit, ``mask`` ``(B, H, W)`` sigmoid; ``metric_scale`` passes
+        through."""
+        maps = {k: ops.resize_bilinear(raw[k], height, width, antialias=False) for k in _MAP_OUTPUTS if k in raw}
         out: dict[str, torch.Tensor] = {}
         if "points" in maps:
             out["points"] = self._remap_points(maps["points"].permute(0, 2, 3, 1))
@@ -128,6 +217,8 @@ class MoGe2Model(nn.Module):
             out["normal"] = F.normalize(maps["normal"].permute(0, 2, 3, 1), dim=-1)
         if "mask" in maps:
             out["mask"] = maps["mask"].squeeze(1).sigmoid()
+        if "metric_scale" in raw:
+            out["metric_scale"] = raw["metric_scale"]
         return out
 
     def _remap_points(self, points: torch.Tensor) -> torch.Tensor:
@@ -143,38 +234,21 @@ class MoGe2Model(nn.Module):
             return torch.cat([torch.sinh(xy), torch.exp(z)], dim=-1)
         raise ConfigError(f"unknown remap_output {self.remap_output!r}")
 
-    def forward(self, image: torch.Tensor, num_tokens: int | torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw network outputs, exactly as the official forward.
+    def forward(self, image: torch.Tensor, num_tokens: int | torch.Tensor, ops: SizeOps = EAGER
+                ) -> dict[str, torch.Tensor]:
+        """Raw network outputs, exactly as the official forward: ``finish_outputs(core(*grid_inputs(...)))``.
 
         Args:
             image: ``(B, 3, H, W)`` RGB in [0, 1].
             num_tokens: ViT token budget (int or 0-d tensor).
+            ops: how the size-dependent steps compute their primitives (default: eager PyTorch).
         Returns:
-            Dict with (only for the heads the model has) ``points`` ``(B, H, W, 3)`` affine-invariant point map
-            (up to scale and z-shift), ``normal`` ``(B, H, W, 3)`` unit normals, ``mask`` ``(B, H, W)``
-            validity probability, ``metric_scale`` ``(B,)``.
+            Dict with (only for the heads the model has, in :data:`OUTPUT_NAMES` order) ``points`` ``(B, H, W, 3)``
+            affine-invariant point map (up to scale and z-shift), ``normal`` ``(B, H, W, 3)`` unit normals, ``mask``
+            ``(B, H, W)`` validity probability, ``metric_scale`` ``(B,)``.
         """
-        batch, _, height, width = image.shape
-        aspect_ratio = width / height
-        rows, cols = token_grid(num_tokens, aspect_ratio)
-
-        features, cls_token = self.encoder(image, rows, cols)
-        levels: list[torch.Tensor | None] = [features, None, None, None, None]
-        for level in range(5):
-            uv = normalized_view_plane_uv(width=cols * 2**level, height=rows * 2**level, aspect_ratio=aspect_ratio,
-                                          dtype=image.dtype, device=image.device)
-            uv = uv.permute(2, 0, 1).unsqueeze(0).expand(batch, -1, -1, -1)
-            levels[level] = uv if levels[level] is None else torch.cat([levels[level], uv], dim=1)
-        neck_out = self.neck(levels)
-
-        raw = {key: getattr(self, f"{key}_head")(neck_out)[-1] for key in ("points", "normal", "mask") if self.has_head(f"{key}_head")}
-        # Resize the raw maps first (no antialias), then remap: interpolation happens in log-depth for 'exp'.
-        raw = {k: F.interpolate(v, (height, width), mode="bilinear", align_corners=False, antialias=False) for k, v in raw.items()}
-
-        out = self.activate_maps(raw)
-        if self.has_head("scale_head"):
-            out["metric_scale"] = self.scale_head(cls_token).squeeze(1).exp()
-        return out
+        raw = self.core(*self.grid_inputs(image, num_tokens, ops))
+        return self.finish_outputs(raw, image.shape[-2], image.shape[-1], ops)
 
     # ------------------------------------------------------------------ official-compatible inference
     @torch.inference_mode()
@@ -241,10 +315,3 @@ class MoGe2Model(nn.Module):
         if squeeze:
             result = {k: v.squeeze(0) for k, v in result.items()}
         return result
-
-    @classmethod
-    def from_pretrained(cls, source: str, **kwargs: Any) -> "MoGe2Model":
-        """Official-compatible constructor: same as :func:`moge2_ros.load_model` (strict, weights only)."""
-        from ..checkpoints import load_model  # file / hub I/O stays outside the model package
-
-        return load_model(source, **kwargs)

@@ -10,11 +10,14 @@ References: Oquab et al., "DINOv2: Learning Robust Visual Features without Super
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ViTSpec
+from .size_ops import EAGER, Size, SizeOps, as_number
 
 LAYER_NORM_EPS = 1e-6
 #: DINOv2's offset added to the target grid size when interpolating positional embeddings.
@@ -104,7 +107,7 @@ class Block(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """DINOv2 ViT trunk returning normalised intermediate block outputs (``get_intermediate_layers``)."""
+    """DINOv2 ViT trunk returning normalised intermediate block outputs (:meth:`forward_layers`)."""
 
     def __init__(self, spec: ViTSpec) -> None:
         super().__init__()
@@ -129,51 +132,61 @@ class VisionTransformer(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def interpolate_pos_encoding(self, num_patches: int, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
-        """Positional embeddings for a ``height × width`` pixel input, ``(1, 1 + num_patches, E)``.
+    def interpolate_pos_encoding(self, rows: Size, cols: Size, dtype: torch.dtype, ops: SizeOps = EAGER
+                                 ) -> torch.Tensor:
+        """Positional embeddings for a ``rows × cols`` token grid, ``(1, 1 + rows·cols, E)`` (class token first).
 
-        Interpolation is computed in float32 and the result cast to ``dtype`` (the tokens' dtype).
-
-        The stored square grid is used as is when the token grid equals it and the image is square;
-        otherwise its patch part is resized bicubically with DINOv2's scale factors
-        ``(rows + 0.1) / grid`` and ``(cols + 0.1) / grid`` (the offset changes the sampling positions, so it
-        is part of the numerics, not a rounding guard to drop).
+        The patch part of the stored square table is resized bicubically with DINOv2's scale factors
+        ``(rows + 0.1) / grid`` and ``(cols + 0.1) / grid`` (the offset changes the sampling positions, so it is part
+        of the numerics, not a rounding guard to drop), except that the table is used as is when the token grid
+        equals the stored grid.  ``ops.official_compatible`` instead resizes to ``rows × cols`` with no offset and no
+        shortcut.  Computed in float32 (``ops`` does the resize), the result cast to ``dtype`` (the tokens' dtype).
         """
         grid = self.spec.pos_grid
-        if num_patches == grid * grid and height == width:
-            return self.pos_embed
+        if ops.official_compatible:
+            scale, keep = None, False
+        else:
+            r, c = as_number(rows), as_number(cols)
+            scale = ((r + POS_EMBED_INTERPOLATE_OFFSET) / grid, (c + POS_EMBED_INTERPOLATE_OFFSET) / grid)
+            keep = (r == grid) & (c == grid)
         pos = self.pos_embed.float()
-        cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
-        rows, cols = height // self.patch_size, width // self.patch_size
-        patch_pos = patch_pos.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(
-            patch_pos,
-            scale_factor=((rows + POS_EMBED_INTERPOLATE_OFFSET) / grid, (cols + POS_EMBED_INTERPOLATE_OFFSET) / grid),
-            mode="bicubic",
-            antialias=False,
-        )
-        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
-        return torch.cat([cls_pos, patch_pos], dim=1).to(dtype)
+        patch = pos[:, 1:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+        patch = ops.resize_bicubic(patch, rows, cols, scale, keep)
+        patch = patch.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
+        return torch.cat([pos[:, :1], patch], dim=1).to(dtype)
 
-    def get_intermediate_layers(self, x: torch.Tensor, layers: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Run the trunk on a normalised image and return ``(patch_tokens, cls_token)`` per taken block.
+    def forward_layers(self, x: torch.Tensor, pos_embed: torch.Tensor, layers: Sequence[int]
+                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Run the trunk on a normalised image with already-interpolated positional embeddings.
+
+        Args:
+            x: ``(B, 3, 14·rows, 14·cols)`` normalised image.
+            pos_embed: ``(1, 1 + rows·cols, E)`` from :meth:`interpolate_pos_encoding`.
+            layers: 0-based block indices to take, in increasing order.
+        Returns:
+            One ``(patch_tokens (B, rows·cols, E), cls_token (B, E))`` pair per taken block, in block order, each
+            after the shared final LayerNorm.  Blocks after the last taken one are skipped (their output is unused).
+        """
+        tokens = self.patch_embed(x)
+        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        tokens = tokens + pos_embed
+        outputs = []
+        for i, block in enumerate(self.blocks[: max(layers) + 1]):
+            tokens = block(tokens)
+            if i in layers:
+                normed = self.norm(tokens)
+                outputs.append((normed[:, 1:], normed[:, 0]))
+        return outputs
+
+    def get_intermediate_layers(self, x: torch.Tensor, layers: Sequence[int]
+                                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """DINOv2's entry point: :meth:`forward_layers` with the positional embeddings of ``x``'s token grid.
 
         Args:
             x: ``(B, 3, H, W)`` normalised image, H and W multiples of 14.
             layers: 0-based block indices to take, in increasing order.
         Returns:
-            One ``((B, H/14 * W/14, E), (B, E))`` pair per taken block, in block order, each after the shared
-            final LayerNorm.  Blocks after the last taken one are skipped (their output is unused).
+            As :meth:`forward_layers`.
         """
-        _, _, height, width = x.shape
-        tokens = self.patch_embed(x)
-        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        tokens = tokens + self.interpolate_pos_encoding(tokens.shape[1] - 1, height, width, tokens.dtype)
-        taken = set(layers)
-        outputs = []
-        for i, block in enumerate(self.blocks[: max(layers) + 1]):
-            tokens = block(tokens)
-            if i in taken:
-                normed = self.norm(tokens)
-                outputs.append((normed[:, 1:], normed[:, 0]))
-        return outputs
+        rows, cols = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        return self.forward_layers(x, self.interpolate_pos_encoding(rows, cols, x.dtype), layers)
