@@ -6,9 +6,9 @@
 * :mod:`.sync`: pairing of two topics by header stamp within a tolerance; the CameraInfo in force at a stamp.
 * :mod:`.writer`: :class:`~.writer.BagWriter` (Image, CompressedImage, CameraInfo, PointCloud2,
   ``moge2_ros_msgs/MonocularGeometry``, raw copies).
-* :mod:`.infer`: the ``moge2-ros bag-infer`` core (resumable, atomic output); :mod:`.cli`: its subcommands.
 * :mod:`.typestore`: the ROS 2 Jazzy message types plus ``moge2_ros_msgs/msg/MonocularGeometry``.
 
+``moge2-ros bag-infer`` (the node's frame pipeline over a recording) is :mod:`moge2_ros.pipeline.bag_infer`.
 The dataset of a recording (image + depth or LiDAR labels as Samples) is :class:`moge2_ros.data.bag.BagDataset`,
 opened through :func:`moge2_ros.data.open_dataset`.  ``rosbags`` and torch are imported lazily, inside the
 functions that need them.
