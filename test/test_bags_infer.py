@@ -15,7 +15,7 @@ from bag_helpers import sevenscenes_frames
 from moge2_ros.bags import BagError
 from moge2_ros.bags.decode import depth_from_msg, k_from_camera_info
 from moge2_ros.bags.reader import open_bag
-from moge2_ros.bags.testing import write_samples_bag
+from moge2_ros.data.make_bag import write_samples_bag
 from moge2_ros.inference import PredictorOptions
 from moge2_ros.pipeline.bag_infer import BagInferOptions, run_bag_infer
 

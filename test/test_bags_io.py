@@ -13,7 +13,7 @@ from bag_helpers import sevenscenes_frames
 from moge2_ros.bags import BagError
 from moge2_ros.data.bag import BagDataset, project_points_to_depth
 from moge2_ros.bags.reader import open_bag
-from moge2_ros.bags.testing import cloud_from_depth, write_samples_bag
+from moge2_ros.data.make_bag import cloud_from_depth, write_samples_bag
 from moge2_ros.bags.typestore import GEOMETRY, geometry_msg_path, get_typestore
 
 STORAGES = ("mcap", "sqlite3")

@@ -55,7 +55,7 @@ def benchmark(tmp_path_factory: pytest.TempPathFactory, samples: list[Sample]) -
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory: pytest.TempPathFactory, samples: list[Sample]):
     pytest.importorskip("rosbags")
-    from moge2_ros.bags.testing import write_samples_bag
+    from moge2_ros.data.make_bag import write_samples_bag
 
     root = tmp_path_factory.mktemp("bag") / "rec"
     return root, write_samples_bag(root, samples, "mcap")

@@ -14,7 +14,7 @@ import torch
 
 from moge2_ros.bags import BagError
 from moge2_ros.data.bag import BagDataset
-from moge2_ros.bags.testing import write_samples_bag
+from moge2_ros.data.make_bag import write_samples_bag
 from moge2_ros.bags.writer import BagWriter
 from moge2_ros.data.sevenscenes import SevenScenesDataset
 from moge2_ros.eval.bag_eval import BagEvalConfig, evaluate_bag

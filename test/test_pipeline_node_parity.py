@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from moge2_ros.bags.reader import open_bag
-from moge2_ros.bags.testing import write_samples_bag
+from moge2_ros.data.make_bag import write_samples_bag
 from moge2_ros.data.sample import Sample
 from moge2_ros.inference import PredictorOptions
 from moge2_ros.pipeline.bag_infer import BagInferOptions, output_topics, run_bag_infer

@@ -99,7 +99,7 @@ def test_finetune_on_a_folder(tmp_path: Path, folder: Path, source_model: Path) 
 
 def test_finetune_on_a_bag(tmp_path: Path, source_model: Path) -> None:
     pytest.importorskip("rosbags")
-    from moge2_ros.bags.testing import write_samples_bag
+    from moge2_ros.data.make_bag import write_samples_bag
 
     rng = np.random.default_rng(3)
     samples = [analytic_sample(rng, 36, 48, label_type="B") for _ in range(4)]

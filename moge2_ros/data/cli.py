@@ -140,7 +140,7 @@ def cmd_make_synthetic(args: argparse.Namespace) -> int:
 
 def cmd_make_bag(args: argparse.Namespace) -> int:
     """Handler of ``make-bag``."""
-    from moge2_ros.bags.testing import write_samples_bag
+    from moge2_ros.data.make_bag import write_samples_bag
     from moge2_ros.data.open import FORMAT_NAMES, detect_format, open_dataset
 
     if not args.source.is_dir():

@@ -1,4 +1,4 @@
-"""Build rosbag2 recordings from :class:`~moge2_ros.data.sample.Sample` sequences (``moge2-ros make-bag`` and tests).
+"""Write rosbag2 recordings from :class:`~moge2_ros.data.sample.Sample` sequences (``moge2-ros make-bag`` and tests).
 
 The bag looks like a RealSense-style recording: a colour image topic (raw ``rgb8``/``bgr8`` or compressed
 JPEG/PNG), its ``camera_info``, a depth image registered to the colour image (16UC1 millimetres or 32FC1 metres)
