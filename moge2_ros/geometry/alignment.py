@@ -184,6 +184,56 @@ def _anchor_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(weight > 0)
 
 
+def _trunc_rows(trunc: _Trunc, like: torch.Tensor, batch_shape: torch.Size, m: int) -> _Trunc:
+    """``trunc`` as per-row values ``(B, m)`` when it is a tensor (broadcast to ``(*batch_shape, m)``), else as is."""
+    if isinstance(trunc, torch.Tensor):
+        return torch.broadcast_to(trunc.to(like), (*batch_shape, m)).reshape(math.prod(batch_shape), m)
+    return trunc
+
+
+def _best_anchors(
+    src: torch.Tensor,
+    tgt: torch.Tensor,
+    w: torch.Tensor,
+    anchor_b: torch.Tensor,
+    src_anchor: torch.Tensor,
+    tgt_anchor: torch.Tensor,
+    trunc: _Trunc,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The anchor search of the scale + shift solvers (module docstring): for every anchor, :func:`align` on its
+    row with the anchor subtracted, in chunks of about ``_MAX_ELEMENTS`` elements; per row the anchor of least loss.
+
+    Args:
+        src, tgt: ``(B, N, K)`` rows of ``N`` points with ``K`` coordinates (``K = 1`` for depth).
+        w: ``(B, N)`` weights, shared by the ``K`` coordinates of a point.
+        anchor_b: ``(A,)`` row of each anchor.
+        src_anchor, tgt_anchor: ``(A, K)`` what is subtracted from the anchor's row.
+        trunc: None, a float, or per-row values ``(B, N * K)`` (see :func:`_trunc_rows`).
+
+    Returns:
+        ``(best, has, index)``: ``best (B,)`` the winning anchor's position in ``anchor_b`` (0 where the row has
+        none), ``has (B,)`` whether the row has an anchor, ``index (A,)`` each anchor's solution index in
+        ``[0, N * K)`` (point-major, as ``src.flatten(-2)``).  No gradient.
+    """
+    b, n, k = src.shape
+    with torch.no_grad():
+        losses, indices = [], []
+        chunk = max(1, _MAX_ELEMENTS // (k * n))
+        for start in range(0, anchor_b.numel(), chunk):
+            sl = slice(start, start + chunk)
+            rows = anchor_b[sl]
+            _, loss, index = align(
+                (src[rows] - src_anchor[sl, None, :]).flatten(-2),
+                (tgt[rows] - tgt_anchor[sl, None, :]).flatten(-2),
+                w[rows, :, None].expand(-1, -1, k).flatten(-2),
+                trunc[rows] if isinstance(trunc, torch.Tensor) else trunc,
+            )
+            losses.append(loss)
+            indices.append(index)
+        _, best = _scatter_min(torch.cat(losses), anchor_b, b)
+    return best.clamp_min(0), best >= 0, torch.cat(indices)
+
+
 def align_depth_affine(
     depth_src: torch.Tensor, depth_tgt: torch.Tensor, weight: torch.Tensor | None, trunc: _Trunc = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,28 +264,15 @@ def align_depth_affine(
     if anchor_b.numel() == 0:
         zeros = torch.zeros(batch_shape, dtype=src.dtype, device=src.device)
         return zeros, zeros.clone()
-    if isinstance(trunc, torch.Tensor):
-        trunc_rows = torch.broadcast_to(trunc.to(src), (*batch_shape, n)).reshape(batch, n)
-    with torch.no_grad():
-        src_anchor, tgt_anchor = src[anchor_b, anchor_n], tgt[anchor_b, anchor_n]
-
-        def chunk_trunc(sl: slice) -> _Trunc:
-            return trunc_rows[anchor_b[sl]] if isinstance(trunc, torch.Tensor) else trunc
-
-        losses, indices = [], []
-        chunk = max(1, _MAX_ELEMENTS // n)
-        for start in range(0, anchor_b.numel(), chunk):
-            sl = slice(start, start + chunk)
-            rows = anchor_b[sl]
-            _, loss, index = align(
-                src[rows] - src_anchor[sl, None], tgt[rows] - tgt_anchor[sl, None], w[rows], chunk_trunc(sl)
-            )
-            losses.append(loss)
-            indices.append(index)
-        loss, index = torch.cat(losses), torch.cat(indices)
-        _, best = _scatter_min(loss, anchor_b, batch)
-    has = best >= 0
-    best = best.clamp_min(0)
+    best, has, index = _best_anchors(
+        src[..., None],
+        tgt[..., None],
+        w,
+        anchor_b,
+        src[anchor_b, anchor_n].detach()[:, None],
+        tgt[anchor_b, anchor_n].detach()[:, None],
+        _trunc_rows(trunc, src, batch_shape, n),
+    )
     index_1 = anchor_n[best]
     index_2 = index[best]
     tgt_1, src_1 = tgt.gather(1, index_1[:, None])[:, 0], src.gather(1, index_1[:, None])[:, 0]
@@ -288,33 +325,14 @@ def _align_points_anchored(
     if anchor_b.numel() == 0:
         zeros = torch.zeros((*batch_shape, 3), dtype=dtype, device=device)
         return zeros[..., 0].clone(), zeros
-    if isinstance(trunc, torch.Tensor):
-        trunc_rows = torch.broadcast_to(trunc.to(src), (*batch_shape, 3 * n)).reshape(batch, 3 * n)
-
-    with torch.no_grad():
-        src_anchor, tgt_anchor = src[anchor_b, anchor_n], tgt[anchor_b, anchor_n]  # (A, 3)
-        if z_only:
-            zeros = torch.zeros_like(src_anchor[:, 0])
-            src_anchor = torch.stack([zeros, zeros, src_anchor[:, 2]], dim=-1)
-            tgt_anchor = torch.stack([zeros, zeros, tgt_anchor[:, 2]], dim=-1)
-        losses, indices = [], []
-        chunk = max(1, _MAX_ELEMENTS // (3 * n))
-        for start in range(0, anchor_b.numel(), chunk):
-            sl = slice(start, start + chunk)
-            rows = anchor_b[sl]
-            chunk_trunc = trunc_rows[rows] if isinstance(trunc, torch.Tensor) else trunc
-            _, loss, index = align(
-                (src[rows] - src_anchor[sl, None, :]).flatten(-2),
-                (tgt[rows] - tgt_anchor[sl, None, :]).flatten(-2),
-                w[rows, :, None].expand(-1, -1, 3).flatten(-2),
-                chunk_trunc,
-            )
-            losses.append(loss)
-            indices.append(index)
-        loss, index = torch.cat(losses), torch.cat(indices)
-        _, best = _scatter_min(loss, anchor_b, batch)
-    has = best >= 0
-    best = best.clamp_min(0)
+    src_anchor, tgt_anchor = src[anchor_b, anchor_n].detach(), tgt[anchor_b, anchor_n].detach()  # (A, 3)
+    if z_only:
+        zeros = torch.zeros_like(src_anchor[:, 0])
+        src_anchor = torch.stack([zeros, zeros, src_anchor[:, 2]], dim=-1)
+        tgt_anchor = torch.stack([zeros, zeros, tgt_anchor[:, 2]], dim=-1)
+    best, has, index = _best_anchors(
+        src, tgt, w, anchor_b, src_anchor, tgt_anchor, _trunc_rows(trunc, src, batch_shape, 3 * n)
+    )
     index_2 = index[best]  # in [0, 3n)
     index_1 = anchor_n[best] * 3 + index_2 % 3
     if z_only:
