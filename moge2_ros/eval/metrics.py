@@ -22,7 +22,7 @@ dict ``{group: {metric: value}}`` joined with ``/``.  Use :func:`nest_metrics` f
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Literal, Mapping, NamedTuple
 
 import torch
 
@@ -179,6 +179,43 @@ def _first(pred: Mapping[str, torch.Tensor], *keys: str) -> torch.Tensor | None:
     return None
 
 
+class _AlignedGroup(NamedTuple):
+    """A metric group whose prediction is aligned to the gt by a robust solver on the low-resolution subsample."""
+
+    sources: tuple[str, ...]  # prediction keys; the first one present is aligned
+    solve: Callable[..., Any]  # ``solve(pred_lowres, gt_lowres, weight)`` of geometry.alignment
+    fits: Literal["scale", "shift", "affine"]  # what ``solve`` returns (``affine``: ``(scale, shift)``)
+    point: bool  # points (weights ``1 / |gt point|``) or depth (weights ``1 / gt depth``)
+
+
+_ALIGNED_GROUPS: dict[str, _AlignedGroup] = {
+    "depth_scale_invariant": _AlignedGroup(
+        ("depth_scale_invariant", "depth_metric"), align_depth_scale, "scale", point=False),
+    "depth_affine_invariant": _AlignedGroup(
+        ("depth_affine_invariant", "depth_scale_invariant", "depth_metric"), align_depth_affine, "affine", point=False),
+    "points_metric": _AlignedGroup(("points_metric",), align_points_xyz_shift, "shift", point=True),
+    "points_scale_invariant": _AlignedGroup(
+        ("points_scale_invariant", "points_metric"), align_points_scale, "scale", point=True),
+    "points_affine_invariant": _AlignedGroup(
+        ("points_affine_invariant", "points_scale_invariant", "points_metric"), align_points_scale_xyz_shift,
+        "affine", point=True),
+}
+
+
+def _align_to_gt(
+    group: _AlignedGroup, src: torch.Tensor, gt: torch.Tensor, lowres: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``src`` (full resolution) aligned to ``gt`` by ``group.solve`` on the subsample ``lowres`` picks."""
+    g = lowres(gt)
+    solution = group.solve(lowres(src), g, 1 / g.norm(dim=-1) if group.point else 1 / g)
+    if group.fits == "scale":
+        return src * solution
+    if group.fits == "shift":
+        return src + solution
+    scale, shift = solution
+    return src * scale + shift
+
+
 def _check_inputs(pred: Mapping[str, torch.Tensor], gt: Mapping[str, Any]) -> None:
     for key in ("depth", "depth_mask", "points"):
         if key not in gt:
@@ -257,32 +294,28 @@ def compute_metrics(
     def lowres(x: torch.Tensor) -> torch.Tensor:
         return x[lr_index][lr_mask]
 
+    def aligned(name: str) -> torch.Tensor | None:
+        """Group ``name`` of ``_ALIGNED_GROUPS`` into ``groups``; its aligned prediction, or None if not evaluated."""
+        group = _ALIGNED_GROUPS[name]
+        src = _first(pred, *group.sources)
+        if src is None or name in skip:
+            return None
+        if not can_align:
+            groups[name] = {"rel": _NAN, "delta1": _NAN}
+            return None
+        gt_full = gt_points if group.point else gt_depth
+        result = _align_to_gt(group, src, gt_full, lowres)
+        groups[name] = _pair(result, gt_full, mask, point=group.point)
+        return result
+
     # --- depth
     if "depth_metric" in pred and is_metric and "depth_metric" not in skip:
         groups["depth_metric"] = _pair(pred["depth_metric"], gt_depth, mask, point=False)
         aligned_depth = pred["depth_metric"]
 
-    src = _first(pred, "depth_scale_invariant", "depth_metric")
-    if src is not None and "depth_scale_invariant" not in skip:
-        if can_align:
-            g = lowres(gt_depth)
-            scale = align_depth_scale(lowres(src), g, 1 / g)
-            depth = src * scale
-            groups["depth_scale_invariant"] = _pair(depth, gt_depth, mask, point=False)
-            aligned_depth = depth if aligned_depth is None else aligned_depth
-        else:
-            groups["depth_scale_invariant"] = {"rel": _NAN, "delta1": _NAN}
-
-    src = _first(pred, "depth_affine_invariant", "depth_scale_invariant", "depth_metric")
-    if src is not None and "depth_affine_invariant" not in skip:
-        if can_align:
-            g = lowres(gt_depth)
-            scale, shift = align_depth_affine(lowres(src), g, 1 / g)
-            depth = src * scale + shift
-            groups["depth_affine_invariant"] = _pair(depth, gt_depth, mask, point=False)
-            aligned_depth = depth if aligned_depth is None else aligned_depth
-        else:
-            groups["depth_affine_invariant"] = {"rel": _NAN, "delta1": _NAN}
+    for name in ("depth_scale_invariant", "depth_affine_invariant"):
+        depth = aligned(name)
+        aligned_depth = depth if aligned_depth is None else aligned_depth
 
     if "disparity_affine_invariant" in pred:
         disparity = pred["disparity_affine_invariant"]
@@ -300,32 +333,11 @@ def compute_metrics(
         else:
             groups["disparity_affine_invariant"] = {"rel": _NAN, "delta1": _NAN}
 
-    # --- points
-    if "points_metric" in pred and is_metric and "points_metric" not in skip:
-        if can_align:
-            g = lowres(gt_points)
-            shift = align_points_xyz_shift(lowres(pred["points_metric"]), g, 1 / g.norm(dim=-1))
-            groups["points_metric"] = _pair(pred["points_metric"] + shift, gt_points, mask, point=True)
-        else:
-            groups["points_metric"] = {"rel": _NAN, "delta1": _NAN}
-
-    src = _first(pred, "points_scale_invariant", "points_metric")
-    if src is not None and "points_scale_invariant" not in skip:
-        if can_align:
-            g = lowres(gt_points)
-            scale = align_points_scale(lowres(src), g, 1 / g.norm(dim=-1))
-            groups["points_scale_invariant"] = _pair(src * scale, gt_points, mask, point=True)
-        else:
-            groups["points_scale_invariant"] = {"rel": _NAN, "delta1": _NAN}
-
-    src = _first(pred, "points_affine_invariant", "points_scale_invariant", "points_metric")
-    if src is not None and "points_affine_invariant" not in skip:
-        if can_align:
-            g = lowres(gt_points)
-            scale, shift = align_points_scale_xyz_shift(lowres(src), g, 1 / g.norm(dim=-1))
-            groups["points_affine_invariant"] = _pair(src * scale + shift, gt_points, mask, point=True)
-        else:
-            groups["points_affine_invariant"] = {"rel": _NAN, "delta1": _NAN}
+    # --- points (metric: an xyz shift is aligned, the scale is not)
+    if is_metric:
+        aligned("points_metric")
+    aligned("points_scale_invariant")
+    aligned("points_affine_invariant")
 
     # --- field of view (the official code reports only the horizontal one)
     if "intrinsics" in pred and gt.get("intrinsics") is not None and "fov_x" not in skip:
