@@ -83,18 +83,6 @@ def _require_header(header: Any) -> Header:
     return header
 
 
-def _image_msg(header: Header, fields: codec.ImageFields) -> Image:
-    msg = Image()
-    msg.header = header
-    msg.height = fields.height
-    msg.width = fields.width
-    msg.encoding = fields.encoding
-    msg.is_bigendian = fields.is_bigendian
-    msg.step = fields.step
-    msg.data = fields.data
-    return msg
-
-
 # ------------------------------------------------------------------------------------------------ input images
 
 
@@ -117,21 +105,11 @@ def image_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray
 
 
 def image_to_float(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.float32]:
-    """Decode a REP 118 depth image into metres (the inverse of :func:`depth_to_image`).
-
-    Same checks as :func:`image_to_rgb` (size, ``step >= width * bytes``, data length) before reading; row
-    padding and ``is_bigendian`` are honoured.
-
-    Args:
-        msg: ``32FC1`` (metres) or ``16UC1`` (millimetres, 0 = invalid) depth image.
-        max_pixels: largest accepted ``width * height``.
-
-    Returns:
-        ``(H, W)`` float32 depth in metres, C-contiguous (a copy); 32FC1 values unchanged (NaN / +-Inf kept),
-        16UC1 zeros become NaN.
+    """Decode a REP 118 depth image (``32FC1`` / ``16UC1``) into ``(H, W)`` float32 metres (the inverse of
+    :func:`depth_to_image`): encodings, checks and invalid values as :func:`moge2_ros.io.msg_codec.decode_depth`.
 
     Raises:
-        ConversionError: other encoding, bad size, step or data length.
+        ConversionError: not an Image, or rejected by the codec.
     """
     _require_type(msg, Image, "depth image")
     return codec.decode_depth(msg, max_pixels)
@@ -175,120 +153,65 @@ def camera_info_to_k(msg: CameraInfo, width: int, height: int) -> npt.NDArray[np
 
 
 def make_camera_info(header: Header, k: np.ndarray, width: int, height: int) -> CameraInfo:
-    """CameraInfo describing exactly a published depth image of ``width x height`` pixels.
-
-    Pinhole model with no distortion (``plumb_bob``, ``d`` = 5 zeros), ``r`` = identity, ``p`` = ``[K | 0]``,
-    no binning, no ROI.
-
-    Args:
-        header: the input image's header (carried unchanged).
-        k: ``(3, 3)`` intrinsics in pixels (given or estimated); same checks as :func:`camera_info_to_k`.
-        width, height: size of the depth image, pixels.
+    """CameraInfo describing exactly a published depth image of ``width x height`` pixels, under ``header`` (carried
+    unchanged): the model and checks of :func:`moge2_ros.io.msg_codec.encode_camera_info`; no binning, no ROI.
 
     Raises:
         ConversionError: bad header, K or size.
     """
-    _require_header(header)
-    return _camera_info_msg(header, codec.encode_camera_info(k, width, height))
-
-
-def _camera_info_msg(header: Header, fields: codec.CameraInfoFields) -> CameraInfo:
-    msg = CameraInfo()
-    msg.header = header
-    msg.height = fields.height
-    msg.width = fields.width
-    msg.distortion_model = fields.distortion_model
-    msg.d = fields.d.tolist()
-    msg.k = fields.k
-    msg.r = fields.r
-    msg.p = fields.p
-    msg.binning_x = 0
-    msg.binning_y = 0
-    msg.roi = RegionOfInterest()
-    return msg
+    return camera_info_msg(header, codec.encode_camera_info(k, width, height))
 
 
 # ------------------------------------------------------------------------------------------------ output images
 
 
 def depth_to_image(header: Header, depth: np.ndarray, encoding: str = "32FC1", invalid: str = "nan") -> Image:
-    """Depth image message (REP 117/118) from metric depth.
-
-    Args:
-        header: the input image's header (carried unchanged).
-        depth: ``(H, W)`` float depth along the optical axis (z), metres; non-finite or <= 0 is invalid.
-        encoding: ``"32FC1"`` (float32 metres) or ``"16UC1"`` (uint16 millimetres, rounded half up, valid
-            depths clipped to [1, 65535] so a valid depth never reads 0; 0 = invalid; same as the CLI depth PNG).
-        invalid: value of invalid pixels in 32FC1: ``"nan"`` (default) or ``"inf"`` (+Inf, REP 117 "no
-            return", lets costmaps clear space such as sky). Ignored for 16UC1 (always 0).
-
-    Returns:
-        Image with ``is_bigendian = 0`` and ``step = W * bytes``.
+    """Depth image message (REP 117/118) from metric depth under ``header`` (carried unchanged); ``depth``,
+    ``encoding`` and ``invalid`` as :func:`moge2_ros.io.msg_codec.encode_depth` (``invalid="inf"`` lets costmaps
+    clear space such as sky).
 
     Raises:
         ConversionError: bad header, shape, dtype, encoding or ``invalid``.
     """
-    _require_header(header)
-    return _image_msg(header, codec.encode_depth(depth, encoding, invalid))
+    return image_msg(header, codec.encode_depth(depth, encoding, invalid))
 
 
 def mask_to_image(header: Header, mask: np.ndarray) -> Image:
-    """``mono8`` validity image: 255 where ``mask`` is True, 0 elsewhere.
-
-    Args:
-        header: the input image's header (carried unchanged).
-        mask: ``(H, W)`` bool.
+    """``mono8`` validity image of :func:`moge2_ros.io.msg_codec.encode_mask` under ``header`` (carried unchanged).
 
     Raises:
         ConversionError: bad header, shape or dtype.
     """
-    _require_header(header)
-    return _image_msg(header, codec.encode_mask(mask))
+    return image_msg(header, codec.encode_mask(mask))
 
 
 def normals_to_image(header: Header, normal: np.ndarray) -> Image:
-    """``32FC3`` normal image: unit vectors in the optical frame; a pixel with any non-finite component is NaN.
-
-    Args:
-        header: the input image's header (carried unchanged).
-        normal: ``(H, W, 3)`` float normals (x right, y down, z forward).
+    """``32FC3`` normal image of :func:`moge2_ros.io.msg_codec.encode_normals` under ``header`` (carried unchanged).
 
     Raises:
         ConversionError: bad header, shape or dtype.
     """
-    _require_header(header)
-    return _image_msg(header, codec.encode_normals(normal))
+    return image_msg(header, codec.encode_normals(normal))
 
 
 def rgb_to_image(header: Header, rgb: np.ndarray, encoding: str = "rgb8") -> Image:
-    """Colour image message from an RGB array (the inverse of :func:`image_to_rgb` for rgb8 / bgr8).
-
-    Args:
-        header: the header to carry (unchanged).
-        rgb: ``(H, W, 3)`` uint8 RGB.
-        encoding: ``"rgb8"`` or ``"bgr8"`` (channels reversed in the message).
+    """Colour image message of :func:`moge2_ros.io.msg_codec.encode_rgb` under ``header`` (carried unchanged); the
+    inverse of :func:`image_to_rgb` for rgb8 / bgr8.
 
     Raises:
         ConversionError: bad header, shape, dtype or encoding.
     """
-    _require_header(header)
-    return _image_msg(header, codec.encode_rgb(rgb, encoding))
+    return image_msg(header, codec.encode_rgb(rgb, encoding))
 
 
 def colorize_depth_to_image(header: Header, depth: np.ndarray) -> Image:
-    """``bgr8`` preview of depth with the package's colormap (:func:`moge2_ros.io.writers.colorize_depth`).
-
-    For looking at (RViz, rqt), not for measuring: near = red, far = blue, invalid = black.
-
-    Args:
-        header: the input image's header (carried unchanged).
-        depth: ``(H, W)`` float depth, metres; non-finite or <= 0 is invalid.
+    """``bgr8`` depth preview of :func:`moge2_ros.io.msg_codec.encode_colorized_depth` under ``header`` (carried
+    unchanged). For looking at (RViz, rqt), not for measuring: near = red, far = blue, invalid = black.
 
     Raises:
         ConversionError: bad header, shape or dtype.
     """
-    _require_header(header)
-    return _image_msg(header, codec.encode_colorized_depth(depth))
+    return image_msg(header, codec.encode_colorized_depth(depth))
 
 
 # ------------------------------------------------------------------------------------------------ point clouds
@@ -316,13 +239,59 @@ def points_to_cloud(
     Raises:
         ConversionError: bad header, shapes, dtypes or stride.
     """
-    _require_header(header)
-    return _cloud_msg(header, codec.encode_cloud(points, rgb, normals, organized=organized, stride=stride))
+    return cloud_msg(header, codec.encode_cloud(points, rgb, normals, organized=organized, stride=stride))
 
 
-def _cloud_msg(header: Header, fields: codec.CloudFields) -> PointCloud2:
+# ------------------------------------------------------------------------------------------------ codec payloads
+
+
+def image_msg(header: Header, fields: codec.ImageFields) -> Image:
+    """``sensor_msgs/Image`` of codec fields (:func:`moge2_ros.io.msg_codec.encode_depth` and friends, or a
+    :class:`moge2_ros.pipeline.FrameOutputs` image) under ``header`` (the input image's, carried unchanged).
+
+    Raises:
+        ConversionError: bad header.
+    """
+    msg = Image()
+    msg.header = _require_header(header)
+    msg.height = fields.height
+    msg.width = fields.width
+    msg.encoding = fields.encoding
+    msg.is_bigendian = fields.is_bigendian
+    msg.step = fields.step
+    msg.data = fields.data
+    return msg
+
+
+def camera_info_msg(header: Header, fields: codec.CameraInfoFields) -> CameraInfo:
+    """``sensor_msgs/CameraInfo`` of :func:`moge2_ros.io.msg_codec.encode_camera_info` fields (no binning, no ROI).
+
+    Raises:
+        ConversionError: bad header.
+    """
+    msg = CameraInfo()
+    msg.header = _require_header(header)
+    msg.height = fields.height
+    msg.width = fields.width
+    msg.distortion_model = fields.distortion_model
+    msg.d = fields.d.tolist()
+    msg.k = fields.k
+    msg.r = fields.r
+    msg.p = fields.p
+    msg.binning_x = 0
+    msg.binning_y = 0
+    msg.roi = RegionOfInterest()
+    return msg
+
+
+def cloud_msg(header: Header, fields: codec.CloudFields) -> PointCloud2:
+    """``sensor_msgs/PointCloud2`` of :func:`moge2_ros.io.msg_codec.encode_cloud` fields (FLOAT32 fields).
+
+    Raises:
+        ConversionError: bad header.
+    """
     msg = PointCloud2()
-    msg.header = header
+    msg.header = _require_header(header)
     msg.height = fields.height
     msg.width = fields.width
     msg.fields = [
@@ -336,40 +305,6 @@ def _cloud_msg(header: Header, fields: codec.CloudFields) -> PointCloud2:
     return msg
 
 
-# ------------------------------------------------------------------------------------------------ codec payloads
-
-
-def image_msg(header: Header, fields: codec.ImageFields) -> Image:
-    """``sensor_msgs/Image`` of codec fields (:func:`moge2_ros.io.msg_codec.encode_depth` and friends, or a
-    :class:`moge2_ros.pipeline.FrameOutputs` image) under ``header`` (the input image's, carried unchanged).
-
-    Raises:
-        ConversionError: bad header.
-    """
-    _require_header(header)
-    return _image_msg(header, fields)
-
-
-def camera_info_msg(header: Header, fields: codec.CameraInfoFields) -> CameraInfo:
-    """``sensor_msgs/CameraInfo`` of :func:`moge2_ros.io.msg_codec.encode_camera_info` fields (no binning, no ROI).
-
-    Raises:
-        ConversionError: bad header.
-    """
-    _require_header(header)
-    return _camera_info_msg(header, fields)
-
-
-def cloud_msg(header: Header, fields: codec.CloudFields) -> PointCloud2:
-    """``sensor_msgs/PointCloud2`` of :func:`moge2_ros.io.msg_codec.encode_cloud` fields (FLOAT32 fields).
-
-    Raises:
-        ConversionError: bad header.
-    """
-    _require_header(header)
-    return _cloud_msg(header, fields)
-
-
 def geometry_msg(msg_type: type, header: Header, fields: codec.GeometryFields) -> Any:
     """A ``moge2_ros_msgs/MonocularGeometry`` (``msg_type``: its rclpy class, imported by the caller because the
     package is optional) of codec fields; ``camera_info`` gets the same header. A message definition without
@@ -378,10 +313,9 @@ def geometry_msg(msg_type: type, header: Header, fields: codec.GeometryFields) -
     Raises:
         ConversionError: bad header.
     """
-    _require_header(header)
     msg = msg_type()
-    msg.header = header
-    msg.camera_info = _camera_info_msg(header, fields.camera_info)
+    msg.header = _require_header(header)
+    msg.camera_info = camera_info_msg(header, fields.camera_info)
     msg.intrinsics_estimated = bool(fields.intrinsics_estimated)
     msg.metric_scale = float(fields.metric_scale)
     msg.fov_x_deg = float(fields.fov_x_deg)
