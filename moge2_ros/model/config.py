@@ -36,6 +36,7 @@ RESAMPLERS = ("conv_transpose", "bilinear", "nearest", "pixel_shuffle")
 NORMS = ("none", "layer_norm", "group_norm", "instance_norm")
 ACTIVATIONS = ("relu", "leaky_relu", "silu", "elu")
 HEADS = ("points_head", "normal_head", "mask_head")
+#: Number of decoder levels conditioned on a uv grid (token grid × 2^l, l = 0..4).
 NUM_LEVELS = 5
 
 

@@ -30,14 +30,12 @@ from torch import nn
 from ..errors import ConfigError, InputError
 from ..geometry.postprocess import recover_geometry
 from ..geometry.uv import grid_from_axes, view_plane_axes
-from .config import HEADS, EncoderConfig, MoGe2Config
+from .config import HEADS, NUM_LEVELS, EncoderConfig, MoGe2Config
 from .conv_stack import ConvStack
 from .size_ops import EAGER, Number, Size, SizeOps, as_number, grid_size, token_grid
 from .vit import VisionTransformer
 
 PATCH_SIZE = 14
-#: Number of decoder levels conditioned on a uv grid (token grid × 2^l, l = 0..4).
-NUM_LEVELS = 5
 #: Keys of :meth:`MoGe2Model.forward`'s dict in order (also the official ONNX outputs); a model has a subset.
 OUTPUT_NAMES = ("points", "normal", "mask", "metric_scale")
 #: Output -> the module that produces it.
