@@ -16,9 +16,14 @@ functions that need them.
 
 from __future__ import annotations
 
+from typing import Final
+
 from moge2_ros.errors import DatasetError
 
-__all__ = ["BagError"]
+__all__ = ["NS_PER_S", "BagError"]
+
+#: Nanoseconds per second: header stamps (``sec``, ``nanosec``) <-> the integer nanoseconds of bag records.
+NS_PER_S: Final[int] = 1_000_000_000
 
 
 class BagError(DatasetError):

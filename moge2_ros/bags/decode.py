@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from moge2_ros.bags import NS_PER_S
 from moge2_ros.io import msg_codec as codec
 from moge2_ros.io.msg_codec import DEFAULT_MAX_PIXELS, ConversionError, is_compressed
 
@@ -24,8 +25,6 @@ __all__ = [
     "xyz_from_cloud",
 ]
 
-_NS_PER_S = 1_000_000_000
-
 
 def header_stamp_ns(msg: Any) -> int:
     """``msg.header.stamp`` as integer nanoseconds since the epoch.
@@ -37,7 +36,7 @@ def header_stamp_ns(msg: Any) -> int:
     stamp = codec.field(header, "stamp", "header")
     sec = codec.as_int(codec.field(stamp, "sec", "header.stamp"), "header.stamp.sec")
     nanosec = codec.as_int(codec.field(stamp, "nanosec", "header.stamp"), "header.stamp.nanosec")
-    return sec * _NS_PER_S + nanosec
+    return sec * NS_PER_S + nanosec
 
 
 def rgb_from_msg(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.uint8]:

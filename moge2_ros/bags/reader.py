@@ -17,12 +17,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from moge2_ros.bags import BagError
+from moge2_ros.bags import NS_PER_S, BagError
 from moge2_ros.bags.typestore import get_typestore
 
 __all__ = ["BagMessage", "BagReader", "RawMessage", "open_bag"]
 
-_NS_PER_S: Final[int] = 1_000_000_000
 _STORAGE_SUFFIXES: Final[dict[str, str]] = {".mcap": "mcap", ".db3": "sqlite3"}
 
 
@@ -106,7 +105,7 @@ def stamp_from_cdr(data: bytes | memoryview) -> int:
     if data[0] != 0 or kind not in (0, 1):
         raise ValueError(f"expected a plain CDR encapsulation (00 00 or 00 01), found {bytes(data[:2]).hex()}")
     sec, nanosec = struct.unpack_from("<iI" if kind == 1 else ">iI", data, 4)
-    return sec * _NS_PER_S + nanosec
+    return sec * NS_PER_S + nanosec
 
 
 class BagReader:

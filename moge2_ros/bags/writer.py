@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from moge2_ros.bags import BagError
+from moge2_ros.bags import NS_PER_S, BagError
+from moge2_ros.bags.decode import header_stamp_ns
 from moge2_ros.bags.typestore import CAMERA_INFO, COMPRESSED_IMAGE, GEOMETRY, IMAGE, POINT_CLOUD2, get_typestore
 from moge2_ros.io.msg_codec import CameraInfoFields, CloudFields, GeometryFields, ImageFields
 
@@ -40,9 +41,6 @@ __all__ = [
 #: Storage plugins :class:`BagWriter` can write.
 STORAGES: Final[tuple[str, ...]] = ("mcap", "sqlite3")
 
-_NS_PER_S: Final[int] = 1_000_000_000
-
-
 # ------------------------------------------------------------------------------------------------ builders
 
 
@@ -56,7 +54,7 @@ def header_msg(stamp_ns: int, frame_id: str) -> Any:
     if stamp_ns < 0:
         raise BagError(f"header stamp: expected >= 0 ns, found {stamp_ns}")
     types = _types()
-    stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // _NS_PER_S, nanosec=stamp_ns % _NS_PER_S)
+    stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S)
     return types["std_msgs/msg/Header"](stamp=stamp, frame_id=str(frame_id))
 
 
@@ -257,8 +255,7 @@ class BagWriter:
         msgtype = type(msg).__msgtype__
         store = get_typestore()
         if log_time_ns is None:
-            stamp = msg.header.stamp
-            log_time_ns = int(stamp.sec) * _NS_PER_S + int(stamp.nanosec)
+            log_time_ns = header_stamp_ns(msg)
         self.write_raw(topic, msgtype, store.serialize_cdr(msg, msgtype), log_time_ns)
 
     # ---------------------------------------------------------------------------------------- typed helpers
