@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from moge2_ros._lazy import lazy_exports
 
+#: Metric groups of :func:`compute_metrics`, in output order (here, not in :mod:`.metrics`, so that the command
+#: line can offer them without importing torch).
+METRIC_GROUPS = ("depth_metric", "depth_scale_invariant", "depth_affine_invariant", "disparity_affine_invariant",
+                 "points_metric", "points_scale_invariant", "points_affine_invariant", "fov_x", "boundary")
+
 # name -> module that defines it
 _LAZY: dict[str, str] = {
     **{name: "moge2_ros.eval.metrics" for name in (
@@ -20,7 +25,7 @@ _LAZY: dict[str, str] = {
     "evaluate_bag": "moge2_ros.eval.bag_eval",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "METRIC_GROUPS"])
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

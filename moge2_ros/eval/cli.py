@@ -12,18 +12,16 @@ from typing import Any
 
 from moge2_ros.cli_args import add_model_arguments, model_arguments, note, positive_float, positive_int
 from moge2_ros.errors import UsageError
+from moge2_ros.eval import METRIC_GROUPS
 
 __all__ = ["add_parsers", "cmd_eval", "cmd_bag_eval"]
-
-_GROUPS = ("depth_metric", "depth_scale_invariant", "depth_affine_invariant", "disparity_affine_invariant",
-           "points_metric", "points_scale_invariant", "points_affine_invariant", "fov_x", "boundary")
 
 
 def _groups(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in _GROUPS]
+    bad = [n for n in names if n not in METRIC_GROUPS]
     if bad:
-        raise argparse.ArgumentTypeError(f"unknown metric group(s) {bad}; known: {', '.join(_GROUPS)}")
+        raise argparse.ArgumentTypeError(f"unknown metric group(s) {bad}; known: {', '.join(METRIC_GROUPS)}")
     return names
 
 
@@ -52,7 +50,7 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument("--align-resolution", type=positive_int, default=64, metavar="N",
                     help="alignment subsample N x N (official 64; smaller is faster, not official)")
     ev.add_argument("--skip", type=_groups, default=[], metavar="GROUP[,GROUP]",
-                    help=f"metric groups not to compute ({', '.join(_GROUPS)})")
+                    help=f"metric groups not to compute ({', '.join(METRIC_GROUPS)})")
     ev.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     ev.set_defaults(handler=cmd_eval)
 

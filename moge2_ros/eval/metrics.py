@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Literal, 
 import torch
 
 from moge2_ros.errors import GeometryError
+from moge2_ros.eval import METRIC_GROUPS
 from moge2_ros.geometry.alignment import (
     align_affine_lstsq,
     align_depth_affine,
@@ -64,9 +65,6 @@ __all__ = [
 
 #: Size of the mask-aware nearest subsample the alignments are solved on (official: 64 x 64).
 ALIGN_RESOLUTION = (64, 64)
-#: Metric groups of :func:`compute_metrics`, in output order.
-METRIC_GROUPS = ("depth_metric", "depth_scale_invariant", "depth_affine_invariant", "disparity_affine_invariant",
-                 "points_metric", "points_scale_invariant", "points_affine_invariant", "fov_x", "boundary")
 #: Radii of the boundary F1 (official: 1, 2, 3 pixels).
 BOUNDARY_RADII = (1, 2, 3)
 _NAN = float("nan")
