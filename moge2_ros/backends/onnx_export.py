@@ -42,6 +42,7 @@ from ..errors import InputError, Moge2RosError
 from ..model.moge2 import MoGe2Model
 from ..model.size_ops import SizeOps, token_grid
 from .onnx_ops import ExportOps
+from .onnx_runtime import META_PREFIX
 
 LOG = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ DEFAULT_OPSET = 18
 FP32_ATOL = 1e-4
 #: fp16 exports are compared with the float32 eager outputs: |Δ| <= 5e-2 * max(1, |torch|) on every output.
 FP16_ATOL = 5e-2
-#: Key prefix of the metadata written into exported files.
-META_PREFIX = "moge2_ros."
 
 
 class OnnxExportError(Moge2RosError):

@@ -34,7 +34,8 @@ PROVIDERS = {
     "cpu": "CPUExecutionProvider",
 }
 DEFAULT_PROVIDER_ORDER = ("tensorrt", "cuda", "cpu")
-_META_PREFIX = "moge2_ros."
+#: Key prefix of the moge2_ros metadata in an exported file (written by :mod:`.onnx_export`, read here).
+META_PREFIX = "moge2_ros."
 
 
 def _import_ort() -> Any:
@@ -141,7 +142,7 @@ class OnnxRuntimeBackend:
                            ", ".join(dropped), ", ".join(self.providers))
         self._check_io()
         meta = self.session.get_modelmeta().custom_metadata_map or {}
-        self.metadata = {k[len(_META_PREFIX):]: v for k, v in meta.items() if k.startswith(_META_PREFIX)}
+        self.metadata = {k[len(META_PREFIX):]: v for k, v in meta.items() if k.startswith(META_PREFIX)}
 
     # ------------------------------------------------------------------ validation
     def _check_io(self) -> None:
