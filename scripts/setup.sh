@@ -98,7 +98,8 @@ build_ros_msgs() {
     fi
 }
 # colcon lives in its own small venv (.venv-colcon): installed into .venv it would downgrade setuptools there.
-# The tests use it to check that a Jazzy workspace discovers and builds both packages (test_msgs_build.py).
+# The tests use it to check that a Jazzy workspace discovers and builds both packages
+# (test/package/test_msgs_build.py).
 colcon_tools() {
     local tools="$ROOT/.venv-colcon"
     if [ -x "$tools/bin/colcon" ] || command -v colcon >/dev/null 2>&1; then
