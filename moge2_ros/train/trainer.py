@@ -15,8 +15,8 @@ Reproducibility: the data order is a function of ``(seed, epoch)`` (``Distribute
 :meth:`TrainingView.set_epoch`), each item of ``(seed, epoch, index)``, the token budget of ``(seed, step)`` and
 the local-loss patch sampling of ``(seed, step, index)``; the optimizer, scheduler, gradient scaler, global RNG
 states and the number of consumed micro-batches are saved with every checkpoint, so a resumed run continues with
-bit-identical weights (``test/test_train_resume.py``), and ``P`` processes with per-rank batch ``b`` compute the
-same update as one process with batch ``P b`` (``test/test_train_ddp.py``).
+bit-identical weights (``test/train/test_resume.py``), and ``P`` processes with per-rank batch ``b`` compute the
+same update as one process with batch ``P b`` (``test/train/test_ddp.py``).
 """
 
 from __future__ import annotations
