@@ -167,7 +167,7 @@ def test_cli_bag_infer_and_errors(setup: dict, tmp_path: Path, monkeypatch: pyte
 
 
 def test_cli_make_bag_from_a_folder_dataset(setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = pytest.importorskip("moge2_ros.data.folder")
+    import moge2_ros.data.folder as folder
     import moge2_ros.cli as cli
 
     monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("moge2_ros.data.cli",))
@@ -188,7 +188,7 @@ def test_cli_make_bag_from_a_folder_dataset(setup: dict, tmp_path: Path, monkeyp
 def test_make_bag_from_sevenscenes_then_bag_infer(setup: dict, sevenscenes_dir: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch, storage: str) -> None:
     """The full-size path a user takes: make-bag from the 7-Scenes folder (registered depth) -> bag-infer."""
-    sevenscenes = pytest.importorskip("moge2_ros.data.sevenscenes")
+    import moge2_ros.data.sevenscenes as sevenscenes
     import moge2_ros.cli as cli
     from moge2_ros.data.bag import BagDataset
 
