@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..backends.torch_options import TorchOptions
 
 BACKENDS = ("torch", "onnx")
+#: The ``resolution_level`` everyone defaults to; at this value (and no ``num_tokens``) no budget was asked for.
+DEFAULT_RESOLUTION_LEVEL = 9
 
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -74,6 +76,9 @@ class Predictor:
             Post-processing always runs in float32.
         resolution_level: 0..9, the official token-budget level (ignored when ``num_tokens`` is given).
         num_tokens: explicit ViT token budget (e.g. 1200, 2400, 3600).
+            A static ONNX export serves one budget (:meth:`budget_for`): with no budget asked for (``num_tokens``
+            None and ``resolution_level`` at its default 9) the file's is adopted (``budget_note`` says so);
+            a different budget asked for is refused with an InputError that gives the fix.
         edge_rtol: when set, pixels at depth discontinuities whose relative depth change in a 3×3 window exceeds
             this are invalidated ("flying pixels"); None keeps them (official behaviour).
         depth_range: ``(min, max)`` metres; depth outside it is invalidated (None = keep everything).
@@ -95,7 +100,7 @@ class Predictor:
         model: MoGe2Model | None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | str = torch.float32,
-        resolution_level: int = 9,
+        resolution_level: int = DEFAULT_RESOLUTION_LEVEL,
         num_tokens: int | None = None,
         edge_rtol: float | None = None,
         depth_range: tuple[float, float] | None = None,
@@ -137,9 +142,13 @@ class Predictor:
                 self._forward: Callable[..., dict[str, torch.Tensor]] = runner
             else:
                 self._forward = torch.compile(self.model) if compile else self.model
-        if num_tokens is not None and num_tokens <= 0:
-            raise InputError(f"num_tokens must be positive, found {num_tokens}")
-        self.num_tokens = num_tokens if num_tokens is not None else self.num_tokens_for_level(resolution_level)
+        #: A start-up note when the budget was not the one asked for (a static export's adopted budget), else None.
+        self.budget_note: str | None = None
+        self.num_tokens = self.budget_for(num_tokens, resolution_level)
+        static = self.static_num_tokens
+        if static is not None and num_tokens is None and resolution_level == DEFAULT_RESOLUTION_LEVEL:
+            self.budget_note = (f"{self.onnx.path.name} is a static export for {static} tokens: running at "
+                                f"{static} tokens (its budget; export with --dynamic to choose one at run time)")
         if edge_rtol is not None and not (edge_rtol > 0 and math.isfinite(edge_rtol)):
             raise InputError(f"edge_rtol must be a positive number or None, found {edge_rtol}")
         self.edge_rtol = edge_rtol
@@ -168,6 +177,36 @@ class Predictor:
         self.onnx = runtime
         self._num_tokens_range = list(model.num_tokens_range) if model is not None else runtime.num_tokens_range
         self._forward = runtime
+
+    @property
+    def static_num_tokens(self) -> int | None:
+        """The one token budget a static ONNX export serves; None when any budget works (torch, dynamic ONNX)."""
+        return self.onnx.static_num_tokens if self.backend == "onnx" else None
+
+    def budget_for(self, num_tokens: int | None, resolution_level: int = DEFAULT_RESOLUTION_LEVEL) -> int:
+        """The token budget this predictor runs for a user's ``num_tokens`` (None = not set) and
+        ``resolution_level``.
+
+        Rule for a static ONNX export (one baked-in budget): nothing asked for (no ``num_tokens``, level at its
+        default 9) -> the file's budget; a budget asked for that equals the file's -> that; any other -> refused.
+
+        Raises:
+            InputError: a non-positive ``num_tokens``, a level outside 0..9, or a budget that a static export
+                cannot serve (the message names the fix).
+        """
+        if num_tokens is not None and num_tokens <= 0:
+            raise InputError(f"num_tokens must be positive, found {num_tokens}")
+        asked = num_tokens if num_tokens is not None else self.num_tokens_for_level(resolution_level)
+        static = self.static_num_tokens
+        if static is None or asked == static:
+            return asked
+        if num_tokens is None and resolution_level == DEFAULT_RESOLUTION_LEVEL:
+            return static
+        what = (f"num_tokens {num_tokens}" if num_tokens is not None
+                else f"resolution_level {resolution_level} (= {asked} tokens)")
+        raise InputError(f"{self.onnx.path.name} is a static export for {static} tokens, but {what} was asked for; "
+                         f"re-export with 'moge2-ros export-onnx --dynamic' (any budget) or '--num-tokens {asked}', "
+                         f"or ask for {static} tokens (node: num_tokens:={static}; CLI: --num-tokens {static})")
 
     def num_tokens_for_level(self, resolution_level: int) -> int:
         """The official token budget of a resolution level 0..9 for this predictor's model (torch or ONNX)."""

@@ -110,6 +110,8 @@ class Moge2Node(Node):
         self._predictor = load_predictor(
             predictor_options(self.cfg),
             say=lambda note: self.get_logger().warning(f"parameter 'model' is empty: {note}"))
+        if self._predictor.budget_note:
+            self.get_logger().info(self._predictor.budget_note)
         self._apply_dynamic(self._predictor, self.cfg)
         self._pipeline = FramePipeline(self._predictor, frame_config(self.cfg))
 
@@ -154,8 +156,9 @@ class Moge2Node(Node):
     # ------------------------------------------------------------------------------------------------ set-up
     @staticmethod
     def _apply_dynamic(predictor: Any, cfg: dict[str, Any]) -> None:
-        """Apply the run-time adjustable parameters to the predictor."""
-        predictor.num_tokens = cfg["num_tokens"] or predictor.num_tokens_for_level(cfg["resolution_level"])
+        """Apply the run-time adjustable parameters to the predictor (the budget as :meth:`Predictor.budget_for`
+        resolves it: a static ONNX export keeps its own)."""
+        predictor.num_tokens = predictor.budget_for(cfg["num_tokens"] or None, cfg["resolution_level"])
         predictor.edge_rtol = cfg["edge_rtol"] or None
         predictor.depth_range = _depth_range(cfg)
         predictor.max_pixels = cfg["max_pixels"]
@@ -171,6 +174,7 @@ class Moge2Node(Node):
             return SetParametersResult(successful=False, reason="min_depth must be smaller than max_depth")
         try:
             frame = frame_config(new)
+            self._predictor.budget_for(new["num_tokens"] or None, new["resolution_level"])  # a static export refuses
         except InputError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         with self._cfg_lock:
@@ -254,7 +258,7 @@ class Moge2Node(Node):
         if frame.camera_info_error is not None:
             if self._camera_info is info:  # skip this message: counted once, not once per frame
                 self._camera_info = None
-            self.stats.on_failure("bad_input", f"camera_info: {frame.camera_info_error}")
+            self.stats.on_failure("bad_input", f"camera_info: {frame.camera_info_error}", frame=False)
             self.get_logger().warning(f"ignoring camera_info: {frame.camera_info_error}",
                                       throttle_duration_sec=LOG_THROTTLE_S)
 
@@ -279,13 +283,13 @@ class Moge2Node(Node):
     def _publish_diagnostics(self) -> None:
         snap = self.stats.snapshot()
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: MoGe-2 inference", hardware_id=str(self._predictor.device))
-        recent_failures = snap["errors"] + snap["bad_input"]
-        if snap["errors"] and snap["output_rate_hz"] == 0 and snap["input_rate_hz"] > 0:
-            status.level, status.message = DiagnosticStatus.ERROR, f"frames are failing: {snap['last_error']}"
-        elif snap["input_rate_hz"] == 0:
+        # Over the stats window: every frame rejected or failed (none published) = ERROR, some = WARN.
+        if snap["input_rate_hz"] == 0:
             status.level, status.message = DiagnosticStatus.WARN, "no input images"
-        elif recent_failures:
-            status.level, status.message = DiagnosticStatus.OK, f"running; last problem: {snap['last_error']}"
+        elif snap["recent_failures"] and snap["output_rate_hz"] == 0:
+            status.level, status.message = DiagnosticStatus.ERROR, f"every recent frame fails: {snap['last_error']}"
+        elif snap["recent_failures"]:
+            status.level, status.message = DiagnosticStatus.WARN, f"some frames fail: {snap['last_error']}"
         else:
             status.level, status.message = DiagnosticStatus.OK, "running"
         info = {

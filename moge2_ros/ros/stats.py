@@ -14,7 +14,8 @@ class PipelineStats:
 
     Counters: ``received`` (frames arrived), ``processed`` (frames published), ``dropped`` (frames overwritten
     before processing: the latest-frame policy), ``bad_input`` (rejected messages), ``errors`` (frames that
-    failed for another reason).  Rates and percentiles are computed over the last ``window_s`` seconds.
+    failed for another reason).  Rates, percentiles and ``recent_failures`` (frames lost to bad_input or errors)
+    are computed over the last ``window_s`` seconds.
     """
 
     def __init__(self, window_s: float = 10.0, max_samples: int = 10000) -> None:
@@ -22,6 +23,7 @@ class PipelineStats:
         self._lock = threading.Lock()
         self._received: deque[float] = deque(maxlen=max_samples)
         self._processed: deque[tuple[float, float, float]] = deque(maxlen=max_samples)  # (t, latency, inference)
+        self._failed: deque[float] = deque(maxlen=max_samples)
         self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad_input": 0, "errors": 0}
         self.last_error = ""
         self._t0 = time.monotonic()
@@ -40,11 +42,14 @@ class PipelineStats:
             self.counts["processed"] += 1
             self._processed.append((time.monotonic() if now is None else now, latency_s, inference_s))
 
-    def on_failure(self, kind: str, message: str) -> None:
-        """``kind`` is 'bad_input' or 'errors'."""
+    def on_failure(self, kind: str, message: str, now: float | None = None, frame: bool = True) -> None:
+        """``kind`` is 'bad_input' or 'errors'; ``frame`` False for a problem that did not cost the frame (an
+        ignored camera_info): counted, but not in ``recent_failures``."""
         with self._lock:
             self.counts[kind] += 1
             self.last_error = message
+            if frame:
+                self._failed.append(time.monotonic() if now is None else now)
 
     def snapshot(self, now: float | None = None) -> dict[str, float | int | str]:
         """Counters, input / output rates (Hz) and latency percentiles (ms) over the window."""
@@ -53,11 +58,13 @@ class PipelineStats:
         with self._lock:
             received = [t for t in self._received if t >= start]
             processed = [p for p in self._processed if p[0] >= start]
+            failed = sum(1 for t in self._failed if t >= start)
             out: dict[str, float | int | str] = dict(self.counts)
             out["last_error"] = self.last_error
         span = max(min(self.window_s, now - self._t0), 1e-3)  # a young pipeline has a shorter window
         out["input_rate_hz"] = len(received) / span
         out["output_rate_hz"] = len(processed) / span
+        out["recent_failures"] = failed
         if processed:
             lat = np.array([p[1] for p in processed]) * 1e3
             inf = np.array([p[2] for p in processed]) * 1e3

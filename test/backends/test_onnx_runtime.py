@@ -117,8 +117,39 @@ def test_predictor_onnx_backend_equals_torch(onnx_file, tiny_model):
     assert valid.any()
     assert (a.depth[valid] - b.depth[valid]).abs().max() < 1e-4 * a.depth[valid].abs().max().clamp(min=1)
     torch.testing.assert_close(a.intrinsics, b.intrinsics, atol=1e-3, rtol=1e-5)
-    # resolution levels come from the file's metadata when no torch model is given
-    assert Predictor(None, backend="onnx", onnx_path=onnx_file, resolution_level=0).num_tokens == 1200
+    # resolution levels come from the file's metadata when no torch model is given (level 0 = 1200 tokens, which
+    # this static export cannot serve: see test_static_export_budget)
+    with pytest.raises(InputError, match=r"resolution_level 0 \(= 1200 tokens\)"):
+        Predictor(None, backend="onnx", onnx_path=onnx_file, resolution_level=0)
+
+
+def test_static_export_budget(onnx_file):
+    """A static export serves one budget: adopted when none is asked for, refused (with the fix) otherwise."""
+    adopted = Predictor(None, backend="onnx", onnx_path=onnx_file, onnx_providers=["cpu"])
+    assert adopted.static_num_tokens == TOKENS and adopted.num_tokens == TOKENS
+    assert f"static export for {TOKENS} tokens" in adopted.budget_note
+    image = np.zeros((H, W, 3), dtype=np.uint8)
+    assert adopted.predict(image, fov_x=60.0).num_tokens == TOKENS  # the adopted budget runs
+    same = Predictor(None, backend="onnx", onnx_path=onnx_file, onnx_providers=["cpu"], num_tokens=TOKENS)
+    assert same.num_tokens == TOKENS and same.budget_note is None
+    with pytest.raises(InputError) as info:
+        Predictor(None, backend="onnx", onnx_path=onnx_file, onnx_providers=["cpu"], num_tokens=400)
+    message = str(info.value)
+    assert "static export for 48 tokens" in message and "num_tokens 400" in message
+    assert "--dynamic" in message and "--num-tokens 400" in message and f"num_tokens:={TOKENS}" in message
+    assert "\n" not in message
+    # run-time requests go through the same rule
+    assert adopted.budget_for(None) == TOKENS and adopted.budget_for(TOKENS, 3) == TOKENS
+    with pytest.raises(InputError, match="resolution_level 3"):
+        adopted.budget_for(None, 3)
+    with pytest.raises(InputError, match="positive"):
+        adopted.budget_for(0)
+
+
+def test_torch_budget_is_free(tiny_model):
+    torch_pred = Predictor(tiny_model)
+    assert torch_pred.static_num_tokens is None and torch_pred.budget_note is None
+    assert torch_pred.budget_for(400) == 400 and torch_pred.budget_for(None, 0) == tiny_model.num_tokens_for_level(0)
 
 
 def test_predictor_backend_arguments(onnx_file, tiny_model):

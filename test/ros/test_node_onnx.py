@@ -1,6 +1,8 @@
 """``moge2_node`` with ``backend:=onnx`` end to end (CPU ONNX Runtime): the node loads an ONNX file exported by
 ``moge2_ros.backends.export_onnx`` (no PyTorch model given), and its depth equals what the torch Predictor computes
-from the same weights for the same frame; a bad ONNX file stops the node with one clear message."""
+from the same weights for the same frame; a bad ONNX file stops the node with one clear message; a static export's
+token budget is adopted when none is asked for and a conflicting one stops the node with the fix; /diagnostics
+goes to ERROR while every frame is rejected and to WARN while some are."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from moge2_ros.checkpoints import load_model
 from moge2_ros.data.example import render_example_scene
 from moge2_ros.inference import Predictor
 from moge2_ros.ros.conversions import image_to_float
-from ros_helpers import NodeProcess, RosClient, node_args, rgb_image, start_node
+from ros_helpers import NodeProcess, RosClient, diagnostics_values, node_args, rgb_image, start_node
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -66,3 +68,73 @@ def test_truncated_onnx_file_stops_the_node(env: dict[str, str], workdir: Path, 
     assert "Traceback" not in output, output
     lines = [line for line in output.splitlines() if "cannot start" in line]
     assert len(lines) == 1 and "truncated.onnx" in lines[0], output
+
+
+def _level(cam, predicate, timeout: float = 30.0) -> tuple[int, str]:
+    """(level, message) of the newest /diagnostics status of ``cam`` that arrives from now on and satisfies
+    ``predicate(level, values)``."""
+    start = len(cam.diagnostics)
+
+    def find():
+        for _, array in reversed(cam.diagnostics.items[start:]):
+            for status in array.status:
+                if status.name.startswith(cam.status_prefix):
+                    level = status.level if isinstance(status.level, int) else status.level[0]
+                    if predicate(level, diagnostics_values(array, cam.status_prefix)):
+                        return level, status.message
+        return None
+
+    return cam.client.spin_until(find, timeout, f"/diagnostics of {cam.fqn}", cam.process)
+
+
+def test_node_adopts_the_static_budget(client: RosClient, env: dict[str, str], workdir: Path,
+                                       onnx_file: Path) -> None:
+    """No num_tokens given (the bundled-model default): the node runs at the file's budget and says so; a run-time
+    budget the file cannot serve is refused; frames the static export cannot take make /diagnostics ERROR, then
+    WARN once some frames are published again."""
+    node = start_node(client, env, workdir, "''", "/cam_onnx_adopt", outputs=("depth/image", "geometry"),
+                      backend="onnx", onnx_path=str(onnx_file), onnx_providers="['cpu']",
+                      intrinsics_source="estimate", diagnostics_period=0.25)
+    try:
+        log = node.process.output()
+        assert f"static export for {TOKENS} tokens: running at {TOKENS} tokens" in log, log
+        assert f"{TOKENS} tokens, input" in log, log  # the ready line
+        (result,) = client.set_parameters(node.fqn, num_tokens=400)
+        assert not result.successful and f"static export for {TOKENS} tokens" in result.reason, result.reason
+        (result,) = client.set_parameters(node.fqn, resolution_level=0)
+        assert not result.successful and "--dynamic" in result.reason, result.reason
+
+        wrong = render_example_scene(WIDTH // 2, HEIGHT // 2, 60.0).rgb  # a size the static export was not made for
+
+        def rejected_and_error(level: int, values: dict[str, str]) -> bool:
+            node.image_pub.publish(rgb_image(client.now(), wrong))  # keep the input rate up while polling
+            return int(values["bad_input"]) > 0 and int(values["processed"]) == 0 and level == 2
+
+        level, message = _level(node, rejected_and_error)
+        assert "static export for input" in message, message
+
+        rgb = render_example_scene(WIDTH, HEIGHT, 60.0).rgb
+        stamp = client.now()
+        got = client.request(lambda: node.image_pub.publish(rgb_image(stamp, rgb)), stamp,
+                             [node.outputs["depth/image"], node.outputs["geometry"]], process=node.process)
+        assert got["/cam_onnx_adopt/geometry"].num_tokens == TOKENS
+        level, message = _level(node, lambda level, values: int(values["processed"]) > 0)
+        assert level == 1 and "some frames fail" in message, (level, message)
+    finally:
+        node.stop()
+
+
+def test_conflicting_budget_stops_the_node(env: dict[str, str], workdir: Path, onnx_file: Path) -> None:
+    process = NodeProcess(node_args("''", "/cam_onnx_conflict", backend="onnx", onnx_path=str(onnx_file),
+                                    onnx_providers="['cpu']", num_tokens=400), env, workdir / "onnx_conflict.log")
+    try:
+        status = process.wait_exit(timeout=90.0)
+    finally:
+        process.stop()
+    output = process.output()
+    assert status == 1, output
+    assert "Traceback" not in output and "ready:" not in output, output
+    lines = [line for line in output.splitlines() if "cannot start" in line]
+    assert len(lines) == 1, output
+    for fix in (f"static export for {TOKENS} tokens", "--dynamic", "--num-tokens 400", f"num_tokens:={TOKENS}"):
+        assert fix in lines[0], output

@@ -39,6 +39,18 @@ def test_window_forgets_old_events_and_counts_failures():
     assert "latency_p50_ms" not in snap
 
 
+def test_recent_failures_are_windowed():
+    s = PipelineStats(window_s=2.0)
+    s._t0 = 0.0
+    s.on_failure("bad_input", "old", now=1.0)
+    s.on_failure("errors", "new", now=9.0)
+    snap = s.snapshot(now=10.0)
+    assert snap["recent_failures"] == 1 and snap["bad_input"] == 1 and snap["errors"] == 1
+    assert s.snapshot(now=20.0)["recent_failures"] == 0
+    s.on_failure("bad_input", "camera_info: K is zero", now=20.0, frame=False)  # the frame itself was published
+    assert s.snapshot(now=20.5)["recent_failures"] == 0 and s.counts["bad_input"] == 2
+
+
 def test_thread_safe_counting():
     s = PipelineStats()
 
