@@ -1,5 +1,6 @@
 """The demo: a rendered camera stream (demo_camera) and moge2_node on it, optionally with RViz.
 
+    ros2 launch moge2_ros demo.launch.py use_rviz:=true                      # bundled demo model
     ros2 launch moge2_ros demo.launch.py model:=/path/to/model.pt use_rviz:=true
 """
 
@@ -29,7 +30,9 @@ def generate_launch_description() -> LaunchDescription:
         }.items(),
     )
     return LaunchDescription([
-        DeclareLaunchArgument("model", description="model.pt / .safetensors / directory / Hugging Face id"),
+        DeclareLaunchArgument("model", default_value="",
+                              description="model.pt / .safetensors / directory / Hugging Face id; empty = the "
+                                          "bundled demo model"),
         DeclareLaunchArgument("rate_hz", default_value="10.0", description="demo camera frame rate"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz"),
         camera,

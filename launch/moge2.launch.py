@@ -1,10 +1,12 @@
 """Launch moge2_node beside a camera driver.
 
+    ros2 launch moge2_ros moge2.launch.py camera:=camera image:=image_raw                # bundled demo model
     ros2 launch moge2_ros moge2.launch.py camera:=camera image:=image_raw model:=/path/to/model.pt
 
 Arguments: camera (namespace of the node and of its outputs), image / camera_info (input topics, relative to
 the namespace), image_transport (raw | compressed), params_file (defaults to the package's config/moge2.yaml),
-model, backend, onnx_path, device, precision, use_rviz. Outputs appear as <camera>/depth/image, <camera>/depth/camera_info,
+model (default empty: the bundled demo model, as the node's parameter), backend, onnx_path, device, precision,
+use_rviz. Outputs appear as <camera>/depth/image, <camera>/depth/camera_info,
 <camera>/points, ... so depth_image_proc and other REP 118 consumers connect by namespace alone.
 """
 
@@ -13,6 +15,7 @@ from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 
@@ -25,7 +28,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("image_transport", default_value="raw", description="raw or compressed"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "moge2.yaml"]),
                               description="parameter file (see config/moge2.yaml)"),
-        DeclareLaunchArgument("model", description="model.pt / .safetensors / directory / Hugging Face id"),
+        DeclareLaunchArgument("model", default_value="",
+                              description="model.pt / .safetensors / directory / Hugging Face id; empty = the "
+                                          "bundled demo model"),
         DeclareLaunchArgument("backend", default_value="torch", description="inference backend: torch or onnx"),
         DeclareLaunchArgument("onnx_path", default_value="", description="ONNX file for backend:=onnx"),
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda, cuda:N"),
@@ -42,9 +47,10 @@ def generate_launch_description() -> LaunchDescription:
         parameters=[
             LaunchConfiguration("params_file"),
             {
-                "model": LaunchConfiguration("model"),
+                # strings as typed (an empty value or a path like '1200' must not be read as YAML)
+                "model": ParameterValue(LaunchConfiguration("model"), value_type=str),
                 "backend": LaunchConfiguration("backend"),
-                "onnx_path": LaunchConfiguration("onnx_path"),
+                "onnx_path": ParameterValue(LaunchConfiguration("onnx_path"), value_type=str),
                 "device": LaunchConfiguration("device"),
                 "precision": LaunchConfiguration("precision"),
                 "image_transport": LaunchConfiguration("image_transport"),

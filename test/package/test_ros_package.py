@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
+import sys
+import types
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -39,6 +42,65 @@ def test_launch_files_parse_and_declare_their_arguments(name):
     assert used <= declared, f"undeclared launch arguments: {used - declared}"
     if name == "moge2.launch.py":
         assert {"camera", "image", "camera_info", "params_file", "model", "backend"} <= declared
+
+
+class _Call:
+    """What a stubbed launch / launch_ros class was built with."""
+
+    built: list["_Call"] = []
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+        _Call.built.append(self)
+
+
+def _run_launch_file(name: str, monkeypatch: pytest.MonkeyPatch) -> list[_Call]:
+    """Run ``generate_launch_description()`` of a launch file against recording stubs of ``launch`` and
+    ``launch_ros`` (not on PyPI); returns every stub object it built, in order."""
+    names = {
+        "launch": ["LaunchDescription"],
+        "launch.actions": ["DeclareLaunchArgument", "IncludeLaunchDescription"],
+        "launch.conditions": ["IfCondition"],
+        "launch.substitutions": ["LaunchConfiguration", "PathJoinSubstitution"],
+        "launch.launch_description_sources": ["PythonLaunchDescriptionSource"],
+        "launch_ros": [],
+        "launch_ros.actions": ["Node"],
+        "launch_ros.parameter_descriptions": ["ParameterValue"],
+        "launch_ros.substitutions": ["FindPackageShare"],
+    }
+    for module_name, classes in names.items():
+        module = types.ModuleType(module_name)
+        for cls in classes:
+            setattr(module, cls, type(cls, (_Call,), {}))
+        monkeypatch.setitem(sys.modules, module_name, module)
+    _Call.built = []
+    spec = importlib.util.spec_from_file_location(f"launch_file_{name.split('.')[0]}", REPO / "launch" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.generate_launch_description()
+    return _Call.built
+
+
+@pytest.mark.parametrize("name", ["moge2.launch.py", "demo.launch.py"])
+def test_launch_files_run_with_defaults_only(name, monkeypatch):
+    """Every argument has a default (no ``model:=`` needed): the model defaults to empty, which the node reads as
+    the bundled demo model, and reaches the node as a string parameter."""
+    built = _run_launch_file(name, monkeypatch)
+    arguments = {c.args[0]: c.kwargs for c in built if type(c).__name__ == "DeclareLaunchArgument"}
+    missing = [a for a, kwargs in arguments.items() if "default_value" not in kwargs]
+    assert not missing, f"launch arguments without a default: {missing}"
+    assert arguments["model"]["default_value"] == "" and "bundled demo model" in arguments["model"]["description"]
+    if name == "moge2.launch.py":
+        (node,) = [c for c in built if type(c).__name__ == "Node" and c.kwargs.get("executable") == "moge2_node"]
+        overrides = node.kwargs["parameters"][1]
+        for param in ("model", "onnx_path"):
+            value = overrides[param]
+            assert type(value).__name__ == "ParameterValue" and value.kwargs == {"value_type": str}, param
+            assert value.args[0].args == (param,)
+    else:
+        (include,) = [c for c in built if type(c).__name__ == "IncludeLaunchDescription"]
+        passed = dict(include.kwargs["launch_arguments"])
+        assert passed["model"].args == ("model",)
 
 
 def test_ros_package_links_and_manifests():
