@@ -30,7 +30,7 @@ import torch
 from .errors import ConfigError, ModelLoadError
 from .model.config import MoGe2Config
 from .model.moge2 import MoGe2Model
-from .model.state_dict import load_state_dict_strict
+from .model.state_dict import check_state_dict, load_state_dict_strict
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CHECKPOINT_NAMES = ("model.pt", "model.safetensors")
@@ -150,11 +150,21 @@ def resolve_model_source(source: str | os.PathLike) -> Path:
 
 
 def build_model(model_config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> MoGe2Model:
-    """Construct the model from its config and load the weights strictly."""
+    """Construct the model from its config and load the weights strictly, checking before allocating.
+
+    The config is validated (types and plausible ranges, :class:`MoGe2Config`), the network is built on the
+    ``meta`` device (shapes only, no memory) and every parameter and buffer name and shape is compared with
+    ``state_dict``; only then is the network materialised on the CPU (uninitialised: every value comes from
+    ``state_dict``) and loaded strictly.  A foreign or hostile file thus fails fast with :class:`ModelLoadError`.
+    """
     try:
-        model = MoGe2Model(MoGe2Config.from_dict(model_config))
+        config = MoGe2Config.from_dict(model_config)
     except ConfigError as exc:
         raise ModelLoadError(f"{source}: invalid model_config: {exc}") from None
+    with torch.device("meta"):
+        skeleton = MoGe2Model(config)
+    check_state_dict(skeleton, state_dict, source)
+    model = skeleton.to_empty(device="cpu")
     load_state_dict_strict(model, state_dict, source)
     return model
 

@@ -3,7 +3,7 @@
 from .config import ConvStackConfig, EncoderConfig, MoGe2Config, ScaleHeadConfig, ViTSpec
 from .moge2 import OUTPUT_NAMES, DINOv2Encoder, GridInputs, MoGe2Model
 from .size_ops import EAGER, SizeOps, token_grid
-from .state_dict import load_state_dict_strict
+from .state_dict import check_state_dict, load_state_dict_strict
 
 __all__ = [
     "EAGER",
@@ -17,6 +17,7 @@ __all__ = [
     "ScaleHeadConfig",
     "SizeOps",
     "ViTSpec",
+    "check_state_dict",
     "load_state_dict_strict",
     "token_grid",
 ]

@@ -39,10 +39,40 @@ HEADS = ("points_head", "normal_head", "mask_head")
 #: Number of decoder levels conditioned on a uv grid (token grid × 2^l, l = 0..4).
 NUM_LEVELS = 5
 
+#: Upper bounds of a plausible configuration: generous margins around the official ones (ViT-S/B/L/G: widths
+#: 384-1536, 12-40 blocks, 6-24 heads; conv widths <= 1024, <= 2 residual blocks per level; scale MLP widths
+#: <= 1024; 1200-3600 tokens).  A model_config beyond them is refused before anything is built, so a hostile
+#: or corrupt checkpoint cannot make the loader allocate gigabytes.
+LIMITS: dict[str, int] = {
+    "embed_dim": 8192,
+    "depth": 128,
+    "num_heads": 128,
+    "mlp_ratio": 16,
+    "pos_grid": 256,
+    "conv_width": 8192,
+    "num_res_blocks": 16,
+    "dim_times_res_block_hidden": 16,
+    "mlp_width": 16384,
+    "mlp_layers": 16,
+    "num_tokens": 65536,
+}
+
 
 def _require(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
+
+
+def _bounded_int(value: Any, name: str, lo: int, hi: int) -> int:
+    """``value`` as an int in ``[lo, hi]``, else :class:`ConfigError` naming the field and the range."""
+    _require(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
+             f"{name}: expected an integer in [{lo}, {hi}], found {_short(value)}")
+    return int(value)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _int_list(value: Any, name: str, allow_none: bool = False) -> list:
@@ -81,10 +111,15 @@ class ViTSpec:
     patch_size: int = field(default=14, init=False)
 
     def __post_init__(self) -> None:
-        _require(self.embed_dim > 0 and self.depth > 0 and self.num_heads > 0, f"ViT sizes must be positive: {self}")
+        self.embed_dim = _bounded_int(self.embed_dim, "encoder.backbone.embed_dim", 1, LIMITS["embed_dim"])
+        self.depth = _bounded_int(self.depth, "encoder.backbone.depth", 1, LIMITS["depth"])
+        self.num_heads = _bounded_int(self.num_heads, "encoder.backbone.num_heads", 1, LIMITS["num_heads"])
+        _require(isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool)
+                 and 0 < self.mlp_ratio <= LIMITS["mlp_ratio"],
+                 f"encoder.backbone.mlp_ratio: expected a number in (0, {LIMITS['mlp_ratio']}], found {_short(self.mlp_ratio)}")
+        self.pos_grid = _bounded_int(self.pos_grid, "encoder.backbone.pos_grid", 1, LIMITS["pos_grid"])
         _require(self.embed_dim % self.num_heads == 0, f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         _require(self.ffn in ("mlp", "swiglu"), f"ffn must be 'mlp' or 'swiglu', found {self.ffn!r}")
-        _require(self.pos_grid > 0, f"pos_grid must be positive, found {self.pos_grid}")
 
     @classmethod
     def from_value(cls, value: str | Mapping[str, Any]) -> "ViTSpec":
@@ -146,10 +181,9 @@ class EncoderConfig:
             _require(1 <= layers <= backbone.depth, f"encoder.intermediate_layers={layers} must be in [1, {backbone.depth}]")
         else:
             layers = _int_list(layers, "encoder.intermediate_layers")
-            _require(len(layers) > 0 and all(i < backbone.depth for i in layers),
-                     f"encoder.intermediate_layers={layers} must be non-empty block indices < {backbone.depth}")
-        dim_out = d["dim_out"]
-        _require(isinstance(dim_out, int) and dim_out > 0, f"encoder.dim_out must be a positive int, found {dim_out!r}")
+            _require(0 < len(layers) <= backbone.depth and all(i < backbone.depth for i in layers),
+                     f"encoder.intermediate_layers={_short(layers)} must be 1 to {backbone.depth} block indices < {backbone.depth}")
+        dim_out = _bounded_int(d["dim_out"], "encoder.dim_out", 1, LIMITS["conv_width"])
         extra = {k: copy.deepcopy(v) for k, v in d.items() if k not in ("backbone", "intermediate_layers", "dim_out")}
         return cls(backbone=backbone, intermediate_layers=layers, dim_out=dim_out, extra=extra)
 
@@ -190,8 +224,9 @@ class ConvStackConfig:
         for k in ("dim_in", "dim_res_blocks", "dim_out", "resamplers"):
             _require(k in d, f"{name}: missing key {k!r}")
         dims = _int_list(d["dim_res_blocks"], f"{name}.dim_res_blocks")
-        _require(len(dims) == NUM_LEVELS and all(x > 0 for x in dims),
-                 f"{name}.dim_res_blocks: expected {NUM_LEVELS} positive ints, found {d['dim_res_blocks']!r}")
+        _require(len(dims) == NUM_LEVELS and all(0 < x <= LIMITS["conv_width"] for x in dims),
+                 f"{name}.dim_res_blocks: expected {NUM_LEVELS} ints in [1, {LIMITS['conv_width']}], "
+                 f"found {_short(d['dim_res_blocks'])}")
         scalar: dict[str, Any] = {}
 
         def per_level(key: str, value: Any, allow_none: bool, n: int = NUM_LEVELS) -> list:
@@ -208,6 +243,11 @@ class ConvStackConfig:
         for r in resamplers:
             _require(r in RESAMPLERS, f"{name}.resamplers: unsupported resampler {r!r}; supported {list(RESAMPLERS)}")
         num_res = per_level("num_res_blocks", d.get("num_res_blocks", 1), False)
+        for key, values, hi in (("dim_in", dim_in, LIMITS["conv_width"] + 2), ("dim_out", dim_out, LIMITS["conv_width"]),
+                                ("num_res_blocks", num_res, LIMITS["num_res_blocks"])):
+            for v in values:
+                if v is not None:
+                    _bounded_int(v, f"{name}.{key}", 0, hi)
         in_norm = d.get("res_block_in_norm", "layer_norm")
         hidden_norm = d.get("res_block_hidden_norm", "group_norm")
         for key, norm in (("res_block_in_norm", in_norm), ("res_block_hidden_norm", hidden_norm)):
@@ -215,7 +255,7 @@ class ConvStackConfig:
         activation = d.get("activation", "relu")
         _require(activation in ACTIVATIONS, f"{name}.activation: unsupported {activation!r}; supported {list(ACTIVATIONS)}")
         hidden = d.get("dim_times_res_block_hidden", 1)
-        _require(isinstance(hidden, int) and hidden > 0, f"{name}.dim_times_res_block_hidden must be a positive int")
+        _bounded_int(hidden, f"{name}.dim_times_res_block_hidden", 1, LIMITS["dim_times_res_block_hidden"])
         extra = {k: copy.deepcopy(v) for k, v in d.items() if k not in cls._KEYS}
         return cls(dim_in=dim_in, dim_res_blocks=dims, dim_out=dim_out, resamplers=resamplers, num_res_blocks=num_res,
                    res_block_in_norm=in_norm, res_block_hidden_norm=hidden_norm, dim_times_res_block_hidden=hidden,
@@ -251,7 +291,9 @@ class ScaleHeadConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "ScaleHeadConfig":
         _require(isinstance(d, Mapping) and "dims" in d, f"scale_head: expected {{'dims': [...]}}, found {d!r}")
         dims = _int_list(d["dims"], "scale_head.dims")
-        _require(len(dims) >= 2 and all(x > 0 for x in dims), f"scale_head.dims: expected >= 2 positive ints, found {dims}")
+        _require(2 <= len(dims) <= LIMITS["mlp_layers"] + 1 and all(0 < x <= LIMITS["mlp_width"] for x in dims),
+                 f"scale_head.dims: expected 2 to {LIMITS['mlp_layers'] + 1} ints in [1, {LIMITS['mlp_width']}], "
+                 f"found {_short(dims)}")
         return cls(dims=dims, extra={k: copy.deepcopy(v) for k, v in d.items() if k != "dims"})
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,7 +317,8 @@ class MoGe2Config:
     def __post_init__(self) -> None:
         _require(self.remap_output in REMAP_MODES, f"remap_output: expected one of {list(REMAP_MODES)}, found {self.remap_output!r}")
         lo, hi = self.num_tokens_range
-        _require(0 < lo <= hi, f"num_tokens_range: expected 0 < min <= max, found {list(self.num_tokens_range)}")
+        _require(0 < lo <= hi <= LIMITS["num_tokens"],
+                 f"num_tokens_range: expected 0 < min <= max <= {LIMITS['num_tokens']}, found {list(self.num_tokens_range)}")
         e, n = self.encoder, self.neck
         _require(n.dim_in[0] == e.dim_out + 2,
                  f"neck.dim_in[0] must be encoder.dim_out + 2 (features + uv) = {e.dim_out + 2}, found {n.dim_in[0]}")

@@ -15,12 +15,11 @@ def _names(keys: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Copy ``state_dict`` into ``model`` requiring exactly the same keys and shapes.
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Require ``state_dict`` to hold exactly ``model``'s keys with the same shapes (and float or equal dtypes).
 
-    Floating-point tensors are cast to the parameter dtype (official checkpoints may store fp16).
-    Raises :class:`ModelLoadError` listing missing keys, unexpected keys, shape mismatches or non-tensor
-    values — nothing is loaded in that case.
+    Reads only names, shapes and dtypes, so ``model`` may live on the ``meta`` device (nothing allocated).
+    Raises :class:`ModelLoadError` listing missing keys, unexpected keys, shape mismatches or non-tensor values.
     """
     expected = model.state_dict()
     bad_values = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
@@ -46,4 +45,13 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
         raise ModelLoadError(
             f"{source}: weights do not match the model built from its model_config — " + "; ".join(problems)
         )
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Copy ``state_dict`` into ``model`` requiring exactly the same keys and shapes (:func:`check_state_dict`).
+
+    Floating-point tensors are cast to the parameter dtype (official checkpoints may store fp16).
+    Raises :class:`ModelLoadError` as :func:`check_state_dict` — nothing is loaded in that case.
+    """
+    check_state_dict(model, state_dict, source)
     model.load_state_dict(dict(state_dict), strict=True)

@@ -124,7 +124,13 @@ class VisionTransformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Random initialisation (truncated normal, DINOv2 style); LayerScale starts at 1."""
+        """Random initialisation (truncated normal, DINOv2 style); LayerScale starts at 1.
+
+        Skipped on the ``meta`` device (shapes only: the loader's pre-allocation check), where ``normal_`` would
+        cost a second of lazy imports and do nothing.
+        """
+        if self.pos_embed.is_meta:
+            return
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         for m in self.modules():
