@@ -31,6 +31,26 @@ def list_images(folder: str | Path) -> list[Path]:
     )
 
 
+#: Pillow modes of single-channel images deeper than 8 bits: depth maps, disparity, labels - not camera images.
+_NON_COLOUR_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "16-bit", "I": "32-bit integer",
+                     "F": "32-bit float"}
+
+
+def non_colour_reason(path: str | Path) -> str | None:
+    """Why ``path`` is not a camera image, or None: a single-channel image deeper than 8 bits (a 16-bit depth
+    PNG, a float disparity TIFF, ...).  Only the header is read; an unreadable file gives None (the reader
+    reports it).  8-bit greyscale counts as a (mono camera) image."""
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+    except Exception:  # noqa: BLE001 - unreadable: read_image_rgb gives the error
+        return None
+    depth = _NON_COLOUR_MODES.get(mode)
+    if depth is None:
+        return None
+    return f"single-channel {depth} image (mode {mode}), likely a depth map or label, not a camera image"
+
+
 def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
     """Scale a high-bit-depth or float greyscale array to uint8."""
     if array.dtype == np.uint8:

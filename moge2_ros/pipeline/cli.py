@@ -99,12 +99,14 @@ def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], bool]:
 
     Returns:
         ``(files, folder_mode)``; folder contents are sorted by name; ``folder_mode`` is True when a folder
-        was given (or several inputs).
+        was given (or several inputs).  A folder's non-colour images (16-bit / float single-channel: depth maps,
+        labels) are left out with a one-line note each; a file named explicitly is kept (and refused when read).
 
     Raises:
-        UsageError: an input does not exist, or a folder holds no image files.
+        UsageError: an input does not exist, or a folder holds no (colour) image files.
     """
     from moge2_ros.io import IMAGE_SUFFIXES, list_images
+    from moge2_ros.io.images import non_colour_reason
 
     files: list[Path] = []
     folder_mode = len(inputs) > 1
@@ -115,7 +117,16 @@ def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], bool]:
             found = list_images(path)
             if not found:
                 raise UsageError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
-            files.extend(found)
+            kept = []
+            for image in found:
+                reason = non_colour_reason(image)
+                if reason:
+                    note(f"skipping {image}: {reason}")
+                else:
+                    kept.append(image)
+            if not kept:
+                raise UsageError(f"no colour images in folder {path} (only depth maps or labels)")
+            files.extend(kept)
         elif path.is_file():
             files.append(path)
         elif path.exists():

@@ -172,11 +172,16 @@ def infer_image_file(
         write_ply_file, exr: as :func:`write_outputs`.
 
     Raises:
-        InputError: an unreadable image, or intrinsics for another image size.
+        InputError: an unreadable image, a non-colour one (a 16-bit / float single-channel depth map or label),
+            or intrinsics for another image size.
         OSError: the file system failed.
     """
     from moge2_ros.io import read_image_rgb
+    from moge2_ros.io.images import non_colour_reason
 
+    reason = non_colour_reason(path)
+    if reason:
+        raise InputError(f"{path}: {reason}; infer takes colour (or 8-bit grey) camera images")
     image = read_image_rgb(path)
     height, width = image.shape[:2]
     start = time.perf_counter()

@@ -198,6 +198,39 @@ def test_infer_folder_skips_unreadable_image(tmp_path: Path, tiny_model_path: Pa
     assert "3 of 4 images processed" in captured.out
 
 
+def test_infer_folder_skips_depth_maps_and_a_named_depth_map_is_an_error(tmp_path: Path, tiny_model_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    scene = render_example_scene(64, 48)
+    Image.fromarray(scene.rgb).save(folder / "frame.png")
+    Image.fromarray(np.full((48, 64), 8, np.uint8)).save(folder / "grey.png")  # 8-bit grey: a mono camera image
+    depth_mm = np.clip(np.nan_to_num(scene.depth) * 1000, 0, 65535).astype(np.uint16)
+    Image.fromarray(depth_mm).save(folder / "gt_0001.png")  # single-channel uint16
+    assert Image.open(folder / "gt_0001.png").mode.startswith("I")
+    out = tmp_path / "out"
+    rc = main(["infer", str(folder), "--model", str(tiny_model_path), "--output", str(out), *FAST])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    notes = [line for line in captured.err.splitlines() if "gt_0001.png" in line]
+    assert len(notes) == 1 and "skipping" in notes[0] and "16-bit" in notes[0] and "error" not in notes[0], notes
+    _check_outputs(out, "frame")
+    assert (out / "grey.json").is_file() and not (out / "gt_0001.json").exists()
+
+    rc = main(["infer", str(folder / "gt_0001.png"), "--model", str(tiny_model_path), "--output", str(out),
+               *FAST])
+    captured = capsys.readouterr()
+    assert rc == 1
+    _assert_one_line_error(captured.err, "gt_0001.png", "single-channel 16-bit", "not a camera image")
+
+    only_depth = tmp_path / "depth_only"
+    only_depth.mkdir()
+    Image.fromarray(depth_mm).save(only_depth / "d.png")
+    rc = main(["infer", str(only_depth), "--model", str(tiny_model_path), "--output", str(out), *FAST])
+    assert rc == 2
+    assert "no colour images in folder" in capsys.readouterr().err
+
+
 def test_infer_folder_all_good_exits_zero(tmp_path: Path, tiny_model_path: Path) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
