@@ -26,7 +26,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from moge2_ros.cli_args import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, PROG, error, os_error_text
+from moge2_ros.cli_args import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, PROG, error, os_error_text
 from moge2_ros.errors import Moge2RosError, UsageError
 
 __all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "PROG", "SUBCOMMAND_MODULES", "build_parser", "main"]
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         _report("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - last resort: one line instead of a traceback, unless --debug
         if debug:
             raise

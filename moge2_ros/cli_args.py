@@ -23,6 +23,7 @@ __all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "PROG", "add_device_argument
 PROG = "moge2-ros"
 #: Exit statuses: success, runtime error (model, inference, unreadable file, ...), usage error (bad argument).
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 # ---------------------------------------------------------------------------------------------- messages

@@ -137,6 +137,12 @@ def output_topics(namespace: str) -> dict[str, str]:
     }
 
 
+def partial_path(out_bag: str | Path) -> Path:
+    """``OUT.partial``: where a run keeps its finished chunks until the output is complete."""
+    out_bag = Path(out_bag)
+    return out_bag.with_name(out_bag.name + ".partial")
+
+
 def _check_options(options: BagInferOptions) -> None:
     if options.every < 1:
         raise InputError(f"every: expected an integer >= 1, found {options.every}")
@@ -248,7 +254,7 @@ def run_bag_infer(
     started = time.perf_counter()
     _check_options(options)
     in_bag, out_bag = Path(in_bag), Path(out_bag)
-    partial = out_bag.with_name(out_bag.name + ".partial")
+    partial = partial_path(out_bag)
     if out_bag.resolve() == in_bag.resolve():
         raise BagError(f"{out_bag}: the output must differ from the input")
     if out_bag.exists() and not overwrite:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from moge2_ros.cli_args import (EXIT_OK, EXIT_RUNTIME, add_model_arguments, error, fov, model_arguments, note,
+from moge2_ros.cli_args import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, add_model_arguments, error, fov, model_arguments, note,
                                 one_line, os_error_text, positive_int)
 from moge2_ros.errors import InputError, Moge2RosError, UsageError
 
@@ -219,7 +219,7 @@ def cmd_bag_infer(args: argparse.Namespace) -> int:
         raise UsageError("--resume and --overwrite exclude each other")
     from moge2_ros.assets import model_source
     from moge2_ros.inference import PredictorOptions
-    from moge2_ros.pipeline.bag_infer import BagInferOptions, run_bag_infer
+    from moge2_ros.pipeline.bag_infer import BagInferOptions, partial_path, run_bag_infer
 
     # The model source is resolved here so that the resume fingerprint names the model that ran.
     model = model_source(args.model, say=note)
@@ -231,8 +231,15 @@ def cmd_bag_infer(args: argparse.Namespace) -> int:
         max_frames=args.max_frames, copy_input_topics=args.copy_input_topics, storage=args.storage,
         chunk_frames=args.chunk_frames,
     )
-    report = run_bag_infer(args.in_bag, args.out_bag, options, resume=args.resume, overwrite=args.overwrite,
-                           progress=not args.quiet)
+    try:
+        report = run_bag_infer(args.in_bag, args.out_bag, options, resume=args.resume, overwrite=args.overwrite,
+                               progress=not args.quiet)
+    except KeyboardInterrupt:
+        partial = partial_path(args.out_bag)
+        hint = (f"the finished chunks are kept in {partial}; run the same command with --resume to continue"
+                if partial.exists() else "nothing was written yet, so there is nothing to --resume")
+        print(error(f"interrupted: {hint}"), file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not args.quiet:
         print(f"wrote {report.output}: {report.frames} frames"
               + (f" ({report.resumed_frames} from the interrupted run)" if report.resumed_frames else "")

@@ -166,6 +166,31 @@ def test_cli_bag_infer_and_errors(setup: dict, tmp_path: Path, monkeypatch: pyte
     assert "no image topic '/nope'" in capsys.readouterr().err
 
 
+def test_cli_bag_infer_ctrl_c_ends_with_the_resume_hint(setup: dict, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C (KeyboardInterrupt from the predictor at frame 3) ends with one line naming the partial output and
+    --resume; the resumed run then finishes the bag."""
+    import moge2_ros.cli as cli
+    import moge2_ros.inference.factory as factory
+
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("moge2_ros.pipeline.cli",))
+    real = factory.load_predictor
+    monkeypatch.setattr(factory, "load_predictor",
+                        lambda options, say=None: _Counting(real(options, say), interrupt_at=3))
+    in_bag, _ = setup["bags"]["sqlite3"]
+    out = tmp_path / "out"
+    args = ["bag-infer", str(in_bag), str(out), "--model", setup["model"], "--num-tokens", str(NUM_TOKENS),
+            "--chunk-frames", "1", "--quiet"]
+    assert cli.main(args) == 130
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert "Traceback" not in "\n".join(lines)
+    assert "interrupted" in lines[-1] and "--resume" in lines[-1] and "out.partial" in lines[-1], lines
+    monkeypatch.setattr(factory, "load_predictor", real)
+    assert cli.main([*args, "--resume"]) == 0
+    assert len(_messages(out, "/moge2/depth/image")) == 3
+
+
 def test_cli_make_bag_from_a_folder_dataset(setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import moge2_ros.data.folder as folder
     import moge2_ros.cli as cli
