@@ -21,8 +21,11 @@ import json
 import os
 import pickle
 import re
+import socket
 import tempfile
+import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any, Mapping
 
 import torch
@@ -37,23 +40,92 @@ _CHECKPOINT_NAMES = ("model.pt", "model.safetensors")
 _CONFIG_NAMES = ("config.json", "model_config.json")
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+#: A torch.save file in the legacy (non-zip) format: pickle protocol 2 then torch's magic number as a long.
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def first_line(text: object, limit: int = 300) -> str:
+    """The first line of ``str(text)``, cut at a word boundary with '...' when longer than ``limit``."""
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0] if " " in line[:limit] else line[:limit]
+    return cut + " ..."
+
+
+def sniff_file_kind(path: Path) -> str:
+    """What a file is, from its first bytes: 'empty', 'zip' (torch.save), 'legacy_torch', 'pickle',
+    'safetensors', 'text' or 'unknown'."""
+    with path.open("rb") as f:
+        head = f.read(64)
+    size = path.stat().st_size
+    if not head:
+        return "empty"
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if head.startswith(_LEGACY_TORCH_MAGIC):
+        return "legacy_torch"
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    text = head.decode("utf-8", errors="ignore")  # a multi-byte character cut at byte 64 is still text
+    if len(text.encode("utf-8")) >= len(head) - 3 and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "text"
+    return "unknown"
+
+
+def _not_a_checkpoint(path: Path, kind: str) -> ModelLoadError:
+    size = path.stat().st_size
+    what = {"empty": "an empty file", "text": "a text file", "unknown": "not a file format this loader knows"}[kind]
+    start = ""
+    if kind == "text":
+        start = f" (it starts with {first_line(path.read_bytes()[:80].decode('utf-8', 'replace'), 60)!r})"
+    return ModelLoadError(
+        f"{path}: not a model checkpoint — {what}{start}, {size} bytes. Expected an official model.pt "
+        "(a torch.save zip archive holding {'model_config', 'model'}), a .safetensors file, a folder holding "
+        "either, or a Hugging Face id."
+    )
+
+
 def _read_torch_file(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types on bad input (RuntimeError, KeyError, EOFError, ...)
-        first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
-        if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc):
-            raise ModelLoadError(
-                f"{path}: refused to load — the file holds Python objects other than tensors and plain containers, "
-                "and loading them could run arbitrary code (torch.load weights_only=True). Re-save it as "
-                "{'model_config': dict, 'model': state_dict} or as .safetensors from a trusted environment."
-            ) from None
-        size = path.stat().st_size if path.exists() else 0
+    kind = sniff_file_kind(path)
+    if kind in ("empty", "text", "unknown"):
+        raise _not_a_checkpoint(path, kind)
+    # Third-party warnings (e.g. torch's "Detected pickle protocol 4") are folded into the one error on failure
+    # and re-issued on success, so a refused file gives exactly one message.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch.load raises many types on bad input (RuntimeError, KeyError, EOFError, ...)
+            error = exc
+        else:
+            error = None
+    if error is None:
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return data
+    noted = "; ".join(dict.fromkeys(first_line(w.message, 160) for w in caught))
+    noted = f" (torch also warned: {noted})" if noted else ""
+    if kind == "pickle":
         raise ModelLoadError(
-            f"{path}: not a readable PyTorch checkpoint ({size} bytes; truncated, corrupt or another format): "
-            f"{type(exc).__name__}: {first_line}. "
-            "Expected a torch.save archive {'model_config': ..., 'model': ...}; download it again."
+            f"{path}: not a model checkpoint — a plain Python pickle, not a torch.save archive; refused to load, "
+            f"since unpickling it could run arbitrary code{noted}. Re-save it with torch.save as "
+            "{'model_config': dict, 'model': state_dict} or as .safetensors from a trusted environment."
         ) from None
+    if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
+        raise ModelLoadError(
+            f"{path}: refused to load — the file holds Python objects other than tensors and plain containers, "
+            "and loading them could run arbitrary code (torch.load weights_only=True). Re-save it as "
+            "{'model_config': dict, 'model': state_dict} or as .safetensors from a trusted environment."
+        ) from None
+    raise ModelLoadError(
+        f"{path}: not a readable PyTorch checkpoint ({path.stat().st_size} bytes; truncated, corrupt or another "
+        f"format): {type(error).__name__}: {first_line(error, 200)}{noted}. "
+        "Expected a torch.save archive {'model_config': ..., 'model': ...}; download it again."
+    ) from None
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Any] | None, dict[str, torch.Tensor]]:
@@ -98,7 +170,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         raise ModelLoadError(f"{path}: directory holds none of {list(_CHECKPOINT_NAMES)}")
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such model file or directory")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or sniff_file_kind(path) == "safetensors":
         config, state_dict = _read_safetensors(path)
         config = config if config is not None else _config_beside(path)
         if config is None:
@@ -120,7 +192,27 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     return data["model_config"], dict(data["model"])
 
 
+def _hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks not to contact the Hub (the values huggingface_hub accepts as true)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """A TCP connection to the Hub endpoint (``HF_ENDPOINT``) opens within ``timeout_s``: no retries, no HTTP."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
 def _download_from_hub(repo_id: str) -> Path:
+    """``model.pt`` of ``repo_id``: from the local Hugging Face cache if it is there, else downloaded.
+
+    Fails fast, without the hub client's retries, when ``HF_HUB_OFFLINE`` is set or the Hub cannot be reached.
+    """
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
@@ -129,12 +221,27 @@ def _download_from_hub(repo_id: str) -> Path:
             "pip install 'moge2_ros[hub]', or download model.pt and pass its path"
         ) from None
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename="model.pt"))
-    except Exception as exc:  # network, auth, missing repo: hub raises many types
+        return Path(hf_hub_download(repo_id=repo_id, filename="model.pt", local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError) or a cache the client cannot read: ask the Hub
+        pass
+    fix = ("Download model.pt on a connected machine and pass its path, or point HF_HOME at a Hugging Face cache "
+           "that holds it.")
+    if _hub_offline():
         raise ModelLoadError(
-            f"could not fetch model.pt of '{repo_id}' from the Hugging Face Hub ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}). Offline? Download it on a connected machine "
-            "and pass the file path (or set HF_HOME to a cache that holds it)."
+            f"'{repo_id}': model.pt is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so the Hub "
+            f"was not contacted. {fix}"
+        )
+    if not _hub_reachable():
+        raise ModelLoadError(
+            f"'{repo_id}': model.pt is not in the local Hugging Face cache and the Hub "
+            f"({os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}) cannot be reached (offline?). {fix}"
+        )
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename="model.pt"))
+    except Exception as exc:  # auth, missing repo or file, network failure mid-way: hub raises many types
+        raise ModelLoadError(
+            f"'{repo_id}': could not fetch model.pt from the Hugging Face Hub ({type(exc).__name__}: "
+            f"{first_line(exc)}). Check the id (owner/name) and your access to it; or: {fix}"
         ) from None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -136,11 +137,11 @@ def test_truncated_file_gives_clear_error(tiny_ckpt, tmp_path):
 def test_empty_and_foreign_files(tmp_path):
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    with pytest.raises(ModelLoadError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(ModelLoadError, match="not a model checkpoint — an empty file"):
         load_model(empty)
     text = tmp_path / "notes.pt"
     text.write_text("hello")
-    with pytest.raises(ModelLoadError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(ModelLoadError, match="not a model checkpoint — a text file"):
         load_model(text)
     bare = tmp_path / "bare.pt"
     torch.save({"w": torch.zeros(2)}, bare)
@@ -174,28 +175,174 @@ def test_pickle_that_would_run_code_is_refused(tiny_ckpt, tmp_path):
 
 
 def test_missing_path_and_hub_id_offline(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE and an empty cache: a fast, whole message, and the Hub is never contacted."""
+    import moge2_ros.checkpoints as checkpoints
+
     with pytest.raises(ModelLoadError, match="no such model file"):
         load_model(tmp_path / "nope.pt")
+    pytest.importorskip("huggingface_hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(ModelLoadError, match="Ruicheng/moge-2-vitl-normal") as err:
+    monkeypatch.setattr(checkpoints, "_hub_reachable", lambda *a, **k: pytest.fail("contacted the network"))
+    t0 = time.perf_counter()
+    with pytest.raises(ModelLoadError) as err:
         load_model("Ruicheng/moge-2-vitl-normal")
-    assert "huggingface_hub" in str(err.value) or "could not fetch" in str(err.value)
+    assert time.perf_counter() - t0 < 5
+    message = str(err.value)
+    assert message.startswith("'Ruicheng/moge-2-vitl-normal': model.pt is not in the local Hugging Face cache")
+    assert "HF_HUB_OFFLINE is set" in message and message.endswith("that holds it.") and "..." not in message
 
 
-def test_hub_id_resolves_through_hf_hub_download(tiny_ckpt, monkeypatch):
-    """The hub path calls hf_hub_download(repo_id, 'model.pt') and loads the file it returns."""
+def test_hub_id_unreachable_fails_fast_without_retries(tmp_path, monkeypatch):
+    """No HF_HUB_OFFLINE, nothing cached, no network (simulated): one short check, then a whole message."""
+    import moge2_ros.checkpoints as checkpoints
+
     calls = []
     fake = type(sys)("huggingface_hub")
 
-    def hf_hub_download(repo_id, filename):
-        calls.append((repo_id, filename))
+    def hf_hub_download(repo_id, filename, local_files_only=False, **kwargs):
+        calls.append(local_files_only)
+        if local_files_only:
+            raise FileNotFoundError("not in the cache")
+        pytest.fail("downloaded although the Hub is unreachable")
+
+    fake.hf_hub_download = hf_hub_download
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(checkpoints, "_hub_reachable", lambda *a, **k: False)
+    with pytest.raises(ModelLoadError, match=r"not in the local Hugging Face cache and the Hub \(.*\) cannot be "
+                                             r"reached \(offline\?\)\. Download model.pt") as err:
+        load_model("someone/some-model")
+    assert calls == [True] and str(err.value).endswith("that holds it.")
+
+
+def test_hub_reachable_uses_one_short_connection(monkeypatch):
+    import socket
+
+    import moge2_ros.checkpoints as checkpoints
+
+    seen = []
+
+    def refuse(address, timeout=None):
+        seen.append((address, timeout))
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example:8443")
+    assert checkpoints._hub_reachable() is False
+    assert seen == [(("hub.example", 8443), 3.0)]
+
+
+def test_hub_error_message_is_not_cut_mid_word(monkeypatch):
+    import moge2_ros.checkpoints as checkpoints
+
+    fake = type(sys)("huggingface_hub")
+
+    def hf_hub_download(repo_id, filename, local_files_only=False, **kwargs):
+        if local_files_only:
+            raise FileNotFoundError("not in the cache")
+        raise RuntimeError("Repository Not Found for url: https://huggingface.co/x/y/resolve/main/model.pt. " * 8)
+
+    fake.hf_hub_download = hf_hub_download
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(checkpoints, "_hub_reachable", lambda *a, **k: True)
+    with pytest.raises(ModelLoadError) as err:
+        load_model("x/y")
+    message = str(err.value)
+    assert "RuntimeError: Repository Not Found for url:" in message and message.endswith("that holds it.")
+    quoted = message.split("RuntimeError: ", 1)[1].split(")", 1)[0]
+    assert quoted.endswith(" ...") and quoted[:-4].split(" ")[-1] in ("Repository", "Not", "Found", "for", "url:",
+                                                                       "https://huggingface.co/x/y/resolve/main/model.pt.")
+
+
+def test_hub_id_resolves_through_hf_hub_download(tiny_ckpt, monkeypatch):
+    """The hub path looks in the cache first (hf_hub_download local_files_only) and loads the file it returns."""
+    calls = []
+    fake = type(sys)("huggingface_hub")
+
+    def hf_hub_download(repo_id, filename, local_files_only=False):
+        calls.append((repo_id, filename, local_files_only))
         return str(tiny_ckpt)
 
     fake.hf_hub_download = hf_hub_download
     monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
     model = load_model("someone/some-model")
-    assert calls == [("someone/some-model", "model.pt")] and isinstance(model, MoGe2Model)
+    assert calls == [("someone/some-model", "model.pt", True)] and isinstance(model, MoGe2Model)
+
+
+def test_hub_id_downloads_when_not_cached(tiny_ckpt, monkeypatch):
+    import moge2_ros.checkpoints as checkpoints
+
+    calls = []
+    fake = type(sys)("huggingface_hub")
+
+    def hf_hub_download(repo_id, filename, local_files_only=False):
+        calls.append(local_files_only)
+        if local_files_only:
+            raise FileNotFoundError("not in the cache")
+        return str(tiny_ckpt)
+
+    fake.hf_hub_download = hf_hub_download
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(checkpoints, "_hub_reachable", lambda *a, **k: True)
+    assert isinstance(load_model("someone/some-model"), MoGe2Model) and calls == [True, False]
+
+
+def test_text_file_is_not_called_a_pickle(tmp_path):
+    """`--model README.md`: a text file, said plainly (not "could run arbitrary code")."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# moge2_ros\n\nMonocular metric geometry.\n")
+    with pytest.raises(ModelLoadError) as err:
+        load_model(readme)
+    message = str(err.value)
+    assert "not a model checkpoint — a text file (it starts with '# moge2_ros')" in message
+    assert "arbitrary code" not in message and "pickle" not in message
+
+
+def test_unknown_binary_file_is_not_a_checkpoint(tmp_path):
+    onnx_like = tmp_path / "model.onnx"
+    onnx_like.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(range(256)))
+    with pytest.raises(ModelLoadError, match="not a model checkpoint — not a file format this loader knows"):
+        load_model(onnx_like)
+
+
+def test_raw_pickle_gives_one_error_and_no_warning(tmp_path, recwarn):
+    """A pickle.dump'ed .pt: torch warns about the protocol; that warning is folded into the one error."""
+    import pickle
+
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps({"model_config": {}, "model": {"w": [1.0, 2.0]}}, protocol=4))
+    with pytest.raises(ModelLoadError) as err:
+        load_model(raw)
+    message = str(err.value)
+    assert "not a model checkpoint — a plain Python pickle, not a torch.save archive" in message
+    assert "torch also warned: Detected pickle protocol 4" in message
+    assert len(recwarn) == 0, [str(w.message) for w in recwarn]
+    assert "\n" not in message
+
+
+def test_raw_pickle_from_the_cli_prints_one_line(tmp_path):
+    import pickle
+    import subprocess
+
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps({"model": [1, 2]}, protocol=4))
+    proc = subprocess.run([sys.executable, "-c", "import sys\nfrom moge2_ros.checkpoints import load_model\n"
+                           "from moge2_ros.errors import ModelLoadError\ntry:\n    load_model(sys.argv[1])\n"
+                           "except ModelLoadError as e:\n    print(e, file=sys.stderr)", str(raw)],
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "plain Python pickle" in lines[0], proc.stderr
+
+
+def test_safetensors_content_is_recognised_whatever_the_name(tiny_ckpt, tmp_path):
+    model = load_model(tiny_ckpt)
+    st = save_checkpoint(model, tmp_path / "model.safetensors")
+    renamed = tmp_path / "weights.bin"
+    renamed.write_bytes(st.read_bytes())
+    assert isinstance(load_model(renamed), MoGe2Model)
 
 
 def test_deflate_and_stored_zip_entries_both_load(tiny_ckpt, tmp_path):
