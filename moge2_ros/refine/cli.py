@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from moge2_ros.cli_args import add_model_arguments, model_arguments, note, positive_int
-from moge2_ros.errors import UsageError
+from moge2_ros.errors import ModelLoadError, UsageError
 
 __all__ = ["add_parsers", "cmd_refine"]
 
@@ -193,6 +193,23 @@ def _frame_line(stem: str, record: dict[str, Any]) -> str:
             f"{record['seconds']:.1f} s")
 
 
+#: The one warning of a refine run whose filter is judged by the bundled demo model (numbers: docs/REFINEMENT.md).
+DEMO_JUDGE_WARNING = (
+    "warning: the bundled demo model is too weak to judge real depth labels: on 7-Scenes it disagrees with about two "
+    "thirds of the Kinect depth, so the filter discards most real pixels (23 % kept; docs/REFINEMENT.md). Give a "
+    "stronger --model (e.g. Ruicheng/moge-2-vitl-normal), or use --no-filter to only fill holes")
+
+
+def _is_demo_model(source: str) -> bool:
+    """Whether ``source`` is the bundled demo model's file (given or fallen back to)."""
+    from moge2_ros.assets import demo_model_path
+
+    try:
+        return Path(source).resolve() == demo_model_path()
+    except (ModelLoadError, OSError):
+        return False
+
+
 def cmd_refine(args: argparse.Namespace) -> int:
     """Handler of ``refine``."""
     from tqdm import tqdm
@@ -214,6 +231,8 @@ def cmd_refine(args: argparse.Namespace) -> int:
     config = RefineConfig(filter_enabled=not args.no_filter, fill=not args.no_fill,
                           fill_missing=not args.fill_filtered_only, solver=args.solver)
     model = model_source(args.model, say=note)
+    if config.filter_enabled and _is_demo_model(model):
+        note(DEMO_JUDGE_WARNING)
     done = _start_or_resume(args.output, _settings(args, model, config))
     todo = [i for i, stem in enumerate(stems) if stem not in done]
     if args.limit is not None:

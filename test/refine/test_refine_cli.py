@@ -67,6 +67,23 @@ def test_refine_writes_a_folder_dataset_and_resumes(setup: dict[str, Path], tmp_
     assert "other settings" in capsys.readouterr().err
 
 
+def test_refine_with_the_demo_model_warns_once(setup: dict[str, Path], tmp_path: Path, refine_cli,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from moge2_ros.assets import demo_model_path
+
+    args = ["refine", "--data", str(setup["data"]), "--device", "cpu", "--resolution-level", "0", "--limit", "2",
+            "--quiet"]
+    assert refine_cli([*args, "--output", str(tmp_path / "bundled")]) == 0  # no --model: the bundled one
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "too weak to judge" in line]
+    assert len(warnings) == 1 and "docs/REFINEMENT.md" in warnings[0] and "--no-filter" in warnings[0], warnings
+    assert refine_cli([*args, "--model", str(demo_model_path()), "--output", str(tmp_path / "named")]) == 0
+    assert sum("too weak to judge" in line for line in capsys.readouterr().err.splitlines()) == 1
+    # another model, or no filter to judge with: no warning
+    assert refine_cli([*args, "--model", str(setup["model"]), "--output", str(tmp_path / "other")]) == 0
+    assert refine_cli([*args, "--no-filter", "--output", str(tmp_path / "fill_only")]) == 0
+    assert "too weak" not in capsys.readouterr().err
+
+
 def test_refine_refuses_to_write_into_its_input(setup: dict[str, Path], refine_cli,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     for output in (setup["data"], setup["data"] / "sub"):
