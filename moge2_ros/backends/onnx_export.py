@@ -253,6 +253,18 @@ def _cpu_float32_copy(model: MoGe2Model) -> MoGe2Model:
     return copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
 
 
+class _DropTorchvisionNotice(logging.Filter):
+    """torch.onnx's op registry logs a WARNING 'torchvision is not installed. Skipping torchvision::<op>' for each
+    torchvision op it cannot register; MoGe-2 uses none of them, so those lines are noise to a user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("torchvision is not installed")
+
+
+#: The logger of torch.onnx's op registry (torch/onnx/_internal/exporter/_registration.py).
+_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
 def _run_exporter(twin: ExportableMoGe2, example: torch.Tensor, num_tokens: int, dynamic: bool, opset: int) -> Any:
     import warnings
 
@@ -265,6 +277,8 @@ def _run_exporter(twin: ExportableMoGe2, example: torch.Tensor, num_tokens: int,
     else:
         args = (example,)
         kwargs = dict(input_names=["image"])
+    registry_logger, notice = logging.getLogger(_REGISTRY_LOGGER), _DropTorchvisionNotice()
+    registry_logger.addFilter(notice)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -273,6 +287,8 @@ def _run_exporter(twin: ExportableMoGe2, example: torch.Tensor, num_tokens: int,
     except Exception as exc:  # the exporter raises many types (torch._dynamo / export errors, onnxscript errors)
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise OnnxExportError(f"torch.onnx.export failed: {type(exc).__name__}: {first}") from exc
+    finally:
+        registry_logger.removeFilter(notice)
     return program.model_proto
 
 
