@@ -360,6 +360,82 @@ def _check_compressed_format(fmt: str) -> None:
         )
 
 
+# End of a JPEG entropy-coded segment: a marker that is neither a stuffed 0xFF00, a restart marker nor fill.
+_JPEG_MARKER: Final[re.Pattern[bytes]] = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# Start-of-frame markers of Huffman-coded JPEGs (sequential, progressive, lossless); arithmetic coding is C9-CF.
+_JPEG_SOF_HUFFMAN: Final[frozenset[int]] = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
+_JPEG_SOF_ARITHMETIC: Final[frozenset[int]] = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def jpeg_scan_shortfall(data: bytes) -> tuple[int, int] | None:
+    """``(needed, found)`` bytes when the JPEG's scans hold too little data for the size in its header, else None.
+
+    libjpeg fills the blocks after a premature end of scan with grey and only warns (Pillow hides the warning),
+    so a JPEG whose header claims 6000x6000 but whose scans cover 16x16 decodes "successfully" at full size.
+    A rigorous lower bound catches it without decoding: in a Huffman-coded scan that starts a block's DC
+    coefficient (sequential, or a progressive DC-first scan) every block costs at least one bit for its DC
+    code, plus at least one for its AC codes in a sequential scan. Blocks are counted per component as if
+    the scan were not interleaved (never more than the real count). Arithmetic-coded JPEGs (which can spend
+    less than a bit per block) and files whose structure the decoder will reject anyway are not judged here.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    pos, n = 2, len(data)
+    components: dict[int, int] = {}  # component id -> number of 8x8 blocks of that component
+    sequential = None
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # standalone markers
+            pos += 2
+            continue
+        if marker == 0xD9:  # EOI
+            return None
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        segment = data[pos + 4:pos + 2 + length]
+        if length < 2 or len(segment) != length - 2:
+            return None
+        if marker in _JPEG_SOF_ARITHMETIC:
+            return None
+        if marker in _JPEG_SOF_HUFFMAN:
+            if len(segment) < 6:
+                return None
+            height, width, count = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big"), segment[5]
+            if height == 0 or width == 0 or len(segment) < 6 + 3 * count or count == 0:
+                return None  # height 0: defined later by a DNL marker; leave it to the decoder
+            factors = {segment[6 + 3 * i]: (segment[7 + 3 * i] >> 4, segment[7 + 3 * i] & 15) for i in range(count)}
+            h_max = max(h for h, _ in factors.values()) or 1
+            v_max = max(v for _, v in factors.values()) or 1
+            components = {cid: _ceil_div(_ceil_div(width * h, h_max), 8) * _ceil_div(_ceil_div(height * v, v_max), 8)
+                          for cid, (h, v) in factors.items()}
+            sequential = marker in (0xC0, 0xC1)
+        if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next real marker
+            start = pos + 2 + length
+            end_match = _JPEG_MARKER.search(data, start)
+            end = end_match.start() if end_match else n
+            if components and len(segment) >= 1:
+                ids = [segment[1 + 2 * i] for i in range(segment[0]) if 1 + 2 * i < len(segment)]
+                tail = segment[1 + 2 * segment[0]:]
+                ss, ah = (tail[0], tail[2] >> 4) if len(tail) >= 3 else (1, 1)
+                if ss == 0 and ah == 0:  # every block's DC coefficient starts here
+                    bits_per_block = 2 if sequential else 1
+                    needed_bits = sum(components.get(cid, 0) for cid in ids) * bits_per_block
+                    if needed_bits > 8 * (end - start):
+                        return _ceil_div(needed_bits, 8), end - start
+            pos = end
+            continue
+        pos += 2 + length
+    return None
+
+
 def _pil_to_rgb(image: Any) -> np.ndarray:
     """Fully decode an opened Pillow image to C-contiguous ``(H, W, 3)`` uint8 RGB."""
     image.load()
@@ -379,7 +455,10 @@ def decode_compressed_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     decoders are enabled); ``format`` must be empty, ``"jpeg"``/``"jpg"``/``"png"`` or compressed_image_transport's
     ``"<encoding>; jpeg|png compressed <encoding>"`` (e.g. ``"rgb8; jpeg compressed bgr8"``). ``compressedDepth``
     is rejected. The size in the header is checked against ``max_pixels`` before anything is decoded
-    (decompression bombs), and Pillow's own bomb check applies too. EXIF orientation is not applied: a camera
+    (decompression bombs), and Pillow's own bomb check applies too. Truncated data is rejected: data that ends
+    before the image does (Pillow's "image file is truncated"; ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay
+    False), and JPEGs whose scans are too short for the size in their header (:func:`jpeg_scan_shortfall`),
+    before the full-size decode. EXIF orientation is not applied: a camera
     image must stay in sensor orientation to match its CameraInfo.
 
     Args:
@@ -421,6 +500,12 @@ def decode_compressed_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     with opened as image:
         width, height = image.size  # from the header only: nothing decoded yet
         check_image_size(width, height, max_pixels, what)
+        shortfall = jpeg_scan_shortfall(raw.tobytes()) if image.format == "JPEG" else None
+        if shortfall is not None:
+            raise ConversionError(
+                f"{what}: expected a complete JPEG image of {width}x{height}, found truncated data (its scans need "
+                f"at least {shortfall[0]} bytes for that size, found {shortfall[1]})"
+            )
         try:
             rgb = _pil_to_rgb(image)
         except Exception as exc:  # noqa: BLE001
