@@ -50,7 +50,7 @@ from ..inference.factory import PredictorOptions, load_predictor
 from ..pipeline.frame import FrameConfig, FramePipeline, decode_rgb
 from . import conversions as conv
 from .host_memory import keep_freed_memory
-from .params import check_value, declare_all
+from .params import check_value, declare_all, short_reason
 from .stats import PipelineStats
 
 OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -168,7 +168,7 @@ class Moge2Node(Node):
         for p in params:
             reason = check_value(p.name, p.value)
             if reason:
-                return SetParametersResult(successful=False, reason=reason)
+                return SetParametersResult(successful=False, reason=short_reason(reason))
             new[p.name] = p.value
         if new["min_depth"] and new["max_depth"] and new["min_depth"] >= new["max_depth"]:
             return SetParametersResult(successful=False, reason="min_depth must be smaller than max_depth")
@@ -176,7 +176,7 @@ class Moge2Node(Node):
             frame = frame_config(new)
             self._predictor.budget_for(new["num_tokens"] or None, new["resolution_level"])  # a static export refuses
         except InputError as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
+            return SetParametersResult(successful=False, reason=short_reason(str(exc)))
         with self._cfg_lock:
             self.cfg = new
             self._pipeline.configure(frame)

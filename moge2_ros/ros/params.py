@@ -17,7 +17,10 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
-from ..io.msg_codec import DEFAULT_MAX_PIXELS
+from ..io.msg_codec import DEFAULT_MAX_PIXELS, short
+
+#: Longest reason returned for a rejected parameter change; quoted values are cut to 80 characters first.
+MAX_REASON_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -126,15 +129,23 @@ def declare_all(node: Node) -> dict[str, Any]:
     return {spec.name: node.get_parameter(spec.name).value for spec in PARAMS}
 
 
+def short_reason(text: str) -> str:
+    """``text`` cut to :data:`MAX_REASON_CHARS` (a reason must not echo a huge value back to the caller)."""
+    if len(text) <= MAX_REASON_CHARS:
+        return text
+    return text[: MAX_REASON_CHARS - 40] + f" ... ({len(text)} characters)"
+
+
 def check_value(name: str, value: Any) -> str | None:
-    """Why a run-time value is not acceptable (None when it is). Ranges are checked by rclpy itself."""
+    """Why a run-time value is not acceptable (None when it is), in at most :data:`MAX_REASON_CHARS`
+    characters (values are quoted with :func:`~moge2_ros.io.msg_codec.short`). Ranges are checked by rclpy."""
     spec = BY_NAME.get(name)
     if spec is None:
         return None
     if spec.restart:
         return f"'{name}' cannot change at run time (needs a model reload or new subscriptions): restart the node"
     if spec.choices and value not in spec.choices:
-        return f"'{name}' must be one of {list(spec.choices)}, got {value!r}"
+        return short_reason(f"'{name}' must be one of {list(spec.choices)}, got {short(value)}")
     if name == "fixed_intrinsics":
         values = list(value)
         if len(values) != 4 or not all(v == v for v in values) or any(v <= 0 for v in values[:2]):
