@@ -2,8 +2,11 @@
 
 Publishes (relative names) ``image`` (sensor_msgs/Image rgb8), ``camera_info`` (the exact pinhole intrinsics,
 no distortion) and ``depth_gt`` (32FC1 metres, the true z of every pixel) for a camera moving slowly through a
-procedurally rendered room (:func:`moge2_ros.data.example.render_example_scene`).  Frames are rendered once at
-start-up and then replayed in a loop at ``rate_hz``.
+procedurally rendered room (:func:`moge2_ros.data.example.render_example_scene`).  Each frame of the loop is
+rendered the first time it is due (about 0.1 s at 640x480 on one CPU core) and replayed from memory afterwards, so
+the first image goes out as soon as the node is up; the first pass of the loop may run below ``rate_hz`` on a
+slow machine.  The ray caster is a torch program: :func:`main` gives it one thread (``torch.set_num_threads(1)``)
+so that the camera does not compete for every core with the node it feeds.
 
 Parameters: ``width`` (640), ``height`` (480), ``fov_x_deg`` (60), ``rate_hz`` (10), ``num_frames`` (24),
 ``frame_id`` ('camera_optical_frame'), ``qos`` ('reliable' or 'sensor_data').
@@ -22,7 +25,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from ..data.example import render_example_scene
+from ..data.example import ExampleScene, render_example_scene
 from . import conversions as conv
 
 
@@ -40,21 +43,27 @@ class DemoCamera(Node):
         qos_name = self.declare_parameter("qos", "reliable").value
         qos = qos_profile_sensor_data if qos_name == "sensor_data" else QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 
-        # A slow loop through the room: sideways sway and a little forward motion.
-        self.frames = []
-        for i in range(n):
-            phase = 2 * math.pi * i / n
-            scene = render_example_scene(width, height, fov, camera_position=(0.5 * math.sin(phase), 0.0, 0.6 * (1 - math.cos(phase))))
-            self.frames.append(scene)
+        self.width, self.height, self.fov_x_deg, self.num_frames = width, height, fov, n
+        self.frames: dict[int, ExampleScene] = {}  # loop index -> rendered frame, filled on first use
         self.pub_image = self.create_publisher(Image, "image", qos)
         self.pub_info = self.create_publisher(CameraInfo, "camera_info", qos)
         self.pub_depth = self.create_publisher(Image, "depth_gt", qos)
         self.index = 0
         self.timer = self.create_timer(1.0 / rate, self._tick)
-        self.get_logger().info(f"publishing {width}x{height} rendered frames at {rate} Hz ({n}-frame loop)")
+        self.get_logger().info(f"publishing {width}x{height} rendered frames at {rate} Hz "
+                               f"({n}-frame loop, each frame rendered when first due)")
+
+    def frame(self, i: int) -> ExampleScene:
+        """Frame ``i`` of the loop (rendered and kept on first use): a slow sideways sway with a little forward motion."""
+        i %= self.num_frames
+        if i not in self.frames:
+            phase = 2 * math.pi * i / self.num_frames
+            position = (0.5 * math.sin(phase), 0.0, 0.6 * (1 - math.cos(phase)))
+            self.frames[i] = render_example_scene(self.width, self.height, self.fov_x_deg, camera_position=position)
+        return self.frames[i]
 
     def _tick(self) -> None:
-        scene = self.frames[self.index % len(self.frames)]
+        scene = self.frame(self.index)
         self.index += 1
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.frame_id)
         height, width = scene.depth.shape
@@ -65,6 +74,9 @@ class DemoCamera(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``ros2 run moge2_ros demo_camera`` and the ``demo_camera`` console script."""
+    import torch  # the ray caster's; already imported by render_example_scene's module
+
+    torch.set_num_threads(1)  # see the module docstring: leave the other cores to the node
     rclpy.init(args=args)
     node = DemoCamera()
     try:

@@ -1,9 +1,23 @@
 """The main job without ``ros2 launch``: demo camera + moge2_node as processes, monitored from here.
 
 ``moge2-ros demo --model M`` starts ``demo_camera`` and ``moge2_node`` in the ``/camera`` namespace (the same
-graph as ``launch/demo.launch.py``), subscribes to the node's outputs, prints input / output rates, latency and
-the depth error against the rendered ground truth every few seconds, and stops both processes at the end (or on
+graph as ``launch/demo.launch.py``), subscribes to the node's outputs and prints, every 2 s, the input / output
+rates, the latency and the depth error against the rendered ground truth, then stops both processes (also on
 Ctrl-C).  Works with the pip ROS wheels (no ``ros2`` command line needed).
+
+Until the first depth image arrives the monitor says what it is waiting for (the camera's first image, the node
+loading its model, the first inference); the ``duration`` is counted from that first depth image, so a slow
+model load does not eat the measured time.  What the numbers mean (:meth:`DemoMonitor.report`):
+
+* rates: messages received over the last :data:`WINDOW_S` seconds (or since the topic's first message, when
+  that is more recent), so a burst does not read as a high rate and a stall shows as a falling one;
+* latency: receipt time at the monitor minus the header stamp (the camera's wall-clock capture time);
+* AbsRel: ``mean(|depth - gt| / gt)`` of the valid pixels, against the ``depth_gt`` image of the same stamp.
+
+The graph is set up for a small CPU: the node takes the camera's images with reliable QoS (the demo camera
+publishes reliable; a best-effort reader of a 0.9 MB image loses it whenever one fragment is lost, which a busy
+2-core machine does all the time), and it gets all CPU cores but one for torch (the camera and this monitor need
+one: an OpenMP thread that loses its core stalls every parallel operation of its process).
 """
 
 from __future__ import annotations
@@ -13,11 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -25,78 +40,130 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from .conversions import image_to_float
 
 NAMESPACE = "/camera"
+#: Seconds of history behind the printed rates, latency and AbsRel.
+WINDOW_S = 4.0
+#: Seconds between two printed lines.
+REPORT_PERIOD_S = 2.0
 
 
-@dataclass
-class _Topic:
-    count: int = 0
-    first: float | None = None
-    last: float | None = None
-    latencies: list[float] = field(default_factory=list)
+class Stream:
+    """Receipt times and latencies of one topic (seconds, the monitor's wall clock)."""
+
+    def __init__(self, max_samples: int = 10000) -> None:
+        self.samples: deque[tuple[float, float]] = deque(maxlen=max_samples)  # (receipt, latency)
+        self.count = 0
+        self.first: float | None = None
 
     def add(self, now: float, stamp_s: float) -> None:
+        """One message received at ``now`` whose header stamp is ``stamp_s``."""
         self.count += 1
         self.first = now if self.first is None else self.first
-        self.last = now
-        self.latencies.append(now - stamp_s)
+        self.samples.append((now, now - stamp_s))
 
-    def rate(self) -> float:
-        if self.count < 2 or self.first is None or self.last is None or self.last <= self.first:
+    def rate(self, now: float, window_s: float = WINDOW_S) -> float:
+        """Messages per second over the last ``window_s`` seconds (or since the first message, if later)."""
+        if self.first is None:
             return 0.0
-        return (self.count - 1) / (self.last - self.first)
+        recent = sum(1 for t, _ in self.samples if t > now - window_s)
+        if self.first > now - window_s:  # a young stream: intervals since its first message
+            span = now - self.first
+            return (recent - 1) / span if span > 0 else 0.0
+        return recent / window_s
+
+    def latencies(self, now: float, window_s: float = WINDOW_S) -> np.ndarray:
+        """Latencies (s) of the messages of the last ``window_s`` seconds."""
+        return np.array([lat for t, lat in self.samples if t > now - window_s])
+
+
+def waiting_for(camera_seen: bool, node_ready: bool) -> str:
+    """What the demo waits for before the first depth image, in words."""
+    missing = []
+    if not camera_seen:
+        missing.append("demo_camera's first image")
+    if not node_ready:
+        missing.append("moge2_node to load the model")
+    return " and ".join(missing) if missing else "moge2_node's first depth image (first inference)"
 
 
 class DemoMonitor(Node):
-    """Subscribes to the demo graph and keeps rates, latency and depth error against the ground truth."""
+    """Subscribes to the demo graph and keeps rates, latency, depth error and the node's own counters."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: object = time.time) -> None:
         super().__init__("moge2_demo_monitor")
+        self.clock = clock
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.topics = {name: _Topic() for name in ("image_raw", "depth/image", "points", "depth/camera_info")}
-        self.gt: dict[tuple[int, int], np.ndarray] = {}
-        self.abs_rel: list[float] = []
-        self.fx: list[float] = []
+        self.topics = {name: Stream() for name in ("image_raw", "depth/image", "points", "depth/camera_info")}
+        self.gt: dict[tuple[int, int], Image] = {}  # stamp -> ground-truth message (decoded only when used)
+        self.abs_rel: deque[tuple[float, float]] = deque(maxlen=10000)  # (receipt, AbsRel)
+        self.fx: float | None = None
+        self.node_stats: dict[str, str] = {}  # the node's /diagnostics values, latest
         ns = NAMESPACE
         self.create_subscription(Image, f"{ns}/image_raw", lambda m: self._seen("image_raw", m), qos)
         self.create_subscription(Image, f"{ns}/depth/image", self._on_depth, qos)
         self.create_subscription(PointCloud2, f"{ns}/points", lambda m: self._seen("points", m), qos)
         self.create_subscription(CameraInfo, f"{ns}/depth/camera_info", self._on_info, qos)
         self.create_subscription(Image, f"{ns}/depth_gt", self._on_gt, qos)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
-    def _seen(self, name: str, msg: object) -> None:
+    def node_ready(self) -> bool:
+        """moge2_node has loaded its model: it creates its output publishers only afterwards."""
+        return self.count_publishers(f"{NAMESPACE}/depth/image") > 0
+
+    def _seen(self, name: str, msg: object) -> float:
         stamp = msg.header.stamp  # type: ignore[attr-defined]
-        self.topics[name].add(time.time(), stamp.sec + stamp.nanosec * 1e-9)
+        now = self.clock()  # type: ignore[operator]
+        self.topics[name].add(now, stamp.sec + stamp.nanosec * 1e-9)
+        return now
 
     def _on_gt(self, msg: Image) -> None:
-        self.gt[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = image_to_float(msg)
+        self.gt[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
         while len(self.gt) > 50:
             self.gt.pop(next(iter(self.gt)))
 
     def _on_info(self, msg: CameraInfo) -> None:
         self._seen("depth/camera_info", msg)
-        self.fx.append(float(msg.k[0]))
+        self.fx = float(msg.k[0])
 
     def _on_depth(self, msg: Image) -> None:
-        self._seen("depth/image", msg)
-        gt = self.gt.get((msg.header.stamp.sec, msg.header.stamp.nanosec))
-        if gt is None:
+        now = self._seen("depth/image", msg)
+        gt_msg = self.gt.get((msg.header.stamp.sec, msg.header.stamp.nanosec))
+        if gt_msg is None:
             return
-        pred = image_to_float(msg)
+        pred, gt = image_to_float(msg), image_to_float(gt_msg)
         valid = np.isfinite(pred) & np.isfinite(gt) & (gt > 0)
         if valid.any():
-            self.abs_rel.append(float(np.mean(np.abs(pred[valid] - gt[valid]) / gt[valid])))
+            self.abs_rel.append((now, float(np.mean(np.abs(pred[valid] - gt[valid]) / gt[valid]))))
 
-    def report(self) -> str:
-        image, depth = self.topics["image_raw"], self.topics["depth/image"]
-        lat = np.array(depth.latencies[-50:]) * 1e3
-        parts = [f"camera {image.rate():5.1f} Hz", f"depth {depth.rate():5.1f} Hz", f"points {self.topics['points'].rate():5.1f} Hz"]
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if "moge2_node" in status.name:
+                self.node_stats = {kv.key: kv.value for kv in status.values}
+
+    def report(self, now: float | None = None, window_s: float = WINDOW_S) -> str:
+        """Rates, latency p50 and AbsRel over the last ``window_s`` seconds, in one line."""
+        now = self.clock() if now is None else now  # type: ignore[operator]
+        image, depth, points = (self.topics[k] for k in ("image_raw", "depth/image", "points"))
+        parts = [f"camera {image.rate(now, window_s):5.1f} Hz", f"depth {depth.rate(now, window_s):5.1f} Hz",
+                 f"points {points.rate(now, window_s):5.1f} Hz"]
+        lat = depth.latencies(now, window_s) * 1e3
         if lat.size:
-            parts.append(f"latency p50 {np.percentile(lat, 50):6.0f} ms")
-        if self.abs_rel:
-            parts.append(f"depth AbsRel vs ground truth {np.mean(self.abs_rel[-20:]):.3f}")
-        if self.fx:
-            parts.append(f"fx {self.fx[-1]:.1f} px")
+            parts.append(f"latency p50 {np.percentile(lat, 50):5.0f} ms")
+        errors = [e for t, e in self.abs_rel if t > now - window_s]
+        if errors:
+            parts.append(f"depth AbsRel {np.mean(errors):.3f}")
+        if self.fx is not None:
+            parts.append(f"fx {self.fx:.1f} px")
         return " | ".join(parts)
+
+    def node_counts(self) -> str:
+        """The node's own counters from /diagnostics (frames received, processed, dropped), or ''."""
+        s = self.node_stats
+        if not s:
+            return ""
+        failed = ", ".join(f"{s[k]} {k.replace('_', ' ')}" for k in ("bad_input", "errors") if s.get(k, "0") != "0")
+        return (f"moge2_node: {s.get('received', '?')} frames received, {s.get('processed', '?')} processed, "
+                f"{s.get('dropped', '?')} dropped (it keeps only the newest frame){', ' + failed if failed else ''}, "
+                f"inference p50 {s.get('inference_p50_ms', '?')} ms")
 
 
 def _spawn(module: str, ros_args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -115,11 +182,22 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def run_demo(model: str, duration: float = 20.0, rate_hz: float = 5.0, width: int = 640, height: int = 480,
-             resolution_level: int = 0, extra_params: list[str] | None = None, log_dir: Path | None = None) -> int:
-    """Run the demo graph for ``duration`` seconds and print what it measures.  Returns an exit status.
+def node_threads(env: dict[str, str], cpus: int | None = None) -> dict[str, str]:
+    """The node process's environment: ``OMP_NUM_THREADS`` = all CPUs but one, unless the caller set it."""
+    if "OMP_NUM_THREADS" in env:
+        return env
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {**env, "OMP_NUM_THREADS": str(max(1, cpus - 1))}
 
-    ``resolution_level`` defaults to 0 (the fewest tokens) so that the demo stays interactive on a CPU.
+
+def run_demo(model: str, duration: float = 20.0, rate_hz: float = 5.0, width: int = 640, height: int = 480,
+             resolution_level: int = 0, extra_params: list[str] | None = None, log_dir: Path | None = None,
+             startup_timeout: float = 300.0) -> int:
+    """Run the demo graph, measure for ``duration`` seconds from the first depth image, print what it measures.
+
+    Returns an exit status: 0, or 1 when a process exits or no depth image arrives within ``startup_timeout``
+    seconds.  ``resolution_level`` defaults to 0 (the fewest tokens) so that the demo stays interactive on a CPU.
     """
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="moge2_demo_"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -131,41 +209,77 @@ def run_demo(model: str, duration: float = 20.0, rate_hz: float = 5.0, width: in
     remap = ["-r", f"__ns:={NAMESPACE}", "-r", "image:=image_raw"]
     camera = _spawn("moge2_ros.ros.demo_camera", [*remap, "-p", f"rate_hz:={rate_hz}", "-p", f"width:={width}",
                                                   "-p", f"height:={height}"], env, log_dir / "demo_camera.log")
+    node_env = node_threads(env)
     node = _spawn("moge2_ros.ros.node", [*remap, "-p", f"model:={model}", "-p", "intrinsics_source:=estimate",
-                                         "-p", f"resolution_level:={resolution_level}",
-                                         *(extra_params or [])], env, log_dir / "moge2_node.log")
-    print(f"[demo] started demo_camera (pid {camera.pid}) and moge2_node (pid {node.pid}); logs in {log_dir}")
+                                         "-p", f"resolution_level:={resolution_level}", "-p", "input_qos:=reliable",
+                                         *(extra_params or [])], node_env, log_dir / "moge2_node.log")
+    print(f"[demo] started demo_camera (pid {camera.pid}) and moge2_node (pid {node.pid}, "
+          f"OMP_NUM_THREADS={node_env['OMP_NUM_THREADS']}); logs in {log_dir}")
     print(f"[demo] topics: {NAMESPACE}/image_raw, {NAMESPACE}/camera_info, {NAMESPACE}/depth_gt (input);")
     print(f"[demo]         {NAMESPACE}/depth/image, {NAMESPACE}/depth/camera_info, {NAMESPACE}/points, "
           f"{NAMESPACE}/normals, {NAMESPACE}/mask, {NAMESPACE}/depth/colorized, {NAMESPACE}/geometry, /diagnostics")
     rclpy.init()
     monitor = DemoMonitor()
-    status = 0
     try:
-        start = last = time.monotonic()
-        while time.monotonic() - start < duration:
-            rclpy.spin_once(monitor, timeout_sec=0.1)
-            for name, proc in (("demo_camera", camera), ("moge2_node", node)):
-                if proc.poll() is not None:
-                    print(f"[demo] {name} exited with status {proc.returncode}; see {log_dir / (name + '.log')}")
-                    tail = (log_dir / f"{name}.log").read_text(errors="replace").strip().splitlines()[-5:]
-                    print("\n".join(f"    {line}" for line in tail))
-                    return 1
-            if time.monotonic() - last >= 2.0:
-                last = time.monotonic()
-                print(f"[demo] t={last - start:4.0f}s  {monitor.report()}", flush=True)
-        if monitor.topics["depth/image"].count == 0:
-            print("[demo] no depth image arrived: see the node log")
-            status = 1
-        else:
-            print(f"[demo] summary: {monitor.report()}")
-            print("[demo] to look at it: ros2 launch moge2_ros demo.launch.py model:=... use_rviz:=true "
-                  "(RViz config rviz/moge2.rviz), or subscribe to the topics above.")
+        return _watch(monitor, {"demo_camera": camera, "moge2_node": node}, log_dir, duration, startup_timeout)
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
         monitor.destroy_node()
         rclpy.try_shutdown()
         _stop(node)
         _stop(camera)
-    return status
+
+
+def _watch(monitor: DemoMonitor, procs: dict[str, subprocess.Popen], log_dir: Path, duration: float,
+           startup_timeout: float) -> int:
+    """Spin ``monitor``: say what is awaited until data flows (the monitor has the camera's first image and the
+    node's first depth image), then report every :data:`REPORT_PERIOD_S` for ``duration`` s from then on."""
+    image, depth = monitor.topics["image_raw"], monitor.topics["depth/image"]
+    start = last = time.time()
+    said = ""
+    while image.first is None or depth.first is None:
+        rclpy.spin_once(monitor, timeout_sec=0.1)
+        if _exited(procs, log_dir):
+            return 1
+        now = time.time()
+        if image.first is not None and depth.first is not None:
+            break
+        waiting = waiting_for(image.first is not None, monitor.node_ready())
+        if waiting != said or now - last >= REPORT_PERIOD_S:
+            print(f"[demo] {now - start:4.1f}s  waiting for {waiting}", flush=True)
+            said, last = waiting, now
+        if now - start > startup_timeout:
+            print(f"[demo] gave up after {startup_timeout:.0f} s waiting for {waiting}; see the logs in {log_dir}")
+            return 1
+    first = max(image.first, depth.first)
+    print(f"[demo] {first - start:4.1f}s  data flowing (first image {image.first - start:.1f} s, first depth image "
+          f"{depth.first - start:.1f} s after start); measuring for {duration:.0f} s", flush=True)
+    last = first
+    while time.time() - first < duration:
+        rclpy.spin_once(monitor, timeout_sec=0.1)
+        if _exited(procs, log_dir):
+            return 1
+        now = time.time()
+        if now - last >= REPORT_PERIOD_S:
+            last = now
+            print(f"[demo] t={now - first:4.0f}s  {monitor.report(now)}", flush=True)
+    now = time.time()
+    print(f"[demo] summary over {now - first:.0f} s: {monitor.report(now, window_s=now - first + 1e-3)}")
+    counts = monitor.node_counts()
+    if counts:
+        print(f"[demo] {counts}")
+    print("[demo] to look at it: ros2 launch moge2_ros demo.launch.py model:=... use_rviz:=true "
+          "(RViz config rviz/moge2.rviz), or subscribe to the topics above.")
+    return 0
+
+
+def _exited(procs: dict[str, subprocess.Popen], log_dir: Path) -> bool:
+    """True (and the log's tail printed) when one of ``procs`` has exited."""
+    for name, proc in procs.items():
+        if proc.poll() is not None:
+            print(f"[demo] {name} exited with status {proc.returncode}; see {log_dir / (name + '.log')}")
+            tail = (log_dir / f"{name}.log").read_text(errors="replace").strip().splitlines()[-5:]
+            print("\n".join(f"    {line}" for line in tail))
+            return True
+    return False
