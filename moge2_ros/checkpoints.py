@@ -22,7 +22,6 @@ import os
 import pickle
 import re
 import socket
-import tempfile
 import warnings
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,6 +30,7 @@ from typing import Any, Mapping
 import torch
 
 from .errors import ConfigError, ModelLoadError
+from .io.atomic import atomic_path
 from .model.config import MoGe2Config
 from .model.moge2 import MoGe2Model
 from .model.state_dict import check_state_dict, load_state_dict_strict
@@ -308,25 +308,19 @@ class MoGeModel(MoGe2Model):
 
 
 def save_checkpoint(model: MoGe2Model, path: str | os.PathLike, **extra: Any) -> Path:
-    """Write ``{'model_config', 'model', **extra}`` in the official format, atomically (temp file + rename).
+    """Write ``{'model_config', 'model', **extra}`` in the official format, atomically (temp file + rename, mode
+    ``0o666 & ~umask`` like any new file: :func:`moge2_ros.io.atomic.atomic_path`).
 
     ``.safetensors`` paths are written as safetensors with ``model_config`` JSON in the metadata.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     config = model.config.to_dict()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(state_dict, tmp, metadata={"model_config": json.dumps(config)})
+            save_file(state_dict, str(tmp), metadata={"model_config": json.dumps(config)})
         else:
             torch.save({"model_config": config, "model": state_dict, **extra}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, Moge2RosError
+from ..io.atomic import atomic_path
 from ..model.moge2 import MoGe2Model
 from ..model.size_ops import SizeOps, token_grid
 from .onnx_ops import ExportOps
@@ -225,10 +225,7 @@ def export_onnx(
     _set_metadata(onnx_model, cpu_model, dynamic=dynamic, fp16=fp16, official_compatible=official_compatible,
                   height=height, width=width, num_tokens=num_tokens)
     report = ExportReport(path, dynamic, fp16, official_compatible, opset, export_seconds, 0.0, list(twin.output_names))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path, suffix=".tmp") as tmp:
         onnx.save_model(onnx_model, str(tmp))
         if validate:
             t1 = time.perf_counter()
@@ -238,10 +235,6 @@ def export_onnx(
                                           atol if atol is not None else (FP16_ATOL if fp16 else FP32_ATOL), reference)
             report.validate_seconds = time.perf_counter() - t1
             _add_validation_metadata(tmp, report)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     LOG.info("exported %s in %.1f s (validation %.1f s): max |onnx - torch| %s", path, report.export_seconds,
              report.validate_seconds, report.max_abs())
     return report

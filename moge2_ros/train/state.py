@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +27,7 @@ import torch
 
 from moge2_ros.checkpoints import save_checkpoint
 from moge2_ros.errors import Moge2RosError
+from moge2_ros.io.atomic import atomic_path, atomic_write_bytes
 
 __all__ = [
     "TrainingStateError",
@@ -60,32 +60,10 @@ class CheckpointRef:
     state: Path
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save(obj)`` to ``path`` atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    """``torch.save(obj)`` to ``path`` atomically (:func:`moge2_ros.io.atomic.atomic_path`)."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def capture_rng_state() -> dict[str, Any]:
