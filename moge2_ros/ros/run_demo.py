@@ -207,28 +207,32 @@ def run_demo(model: str, duration: float = 20.0, rate_hz: float = 5.0, width: in
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", env["ROS_AUTOMATIC_DISCOVERY_RANGE"])
     os.environ.setdefault("ROS_LOG_DIR", env["ROS_LOG_DIR"])
     remap = ["-r", f"__ns:={NAMESPACE}", "-r", "image:=image_raw"]
-    camera = _spawn("moge2_ros.ros.demo_camera", [*remap, "-p", f"rate_hz:={rate_hz}", "-p", f"width:={width}",
-                                                  "-p", f"height:={height}"], env, log_dir / "demo_camera.log")
     node_env = node_threads(env)
-    node = _spawn("moge2_ros.ros.node", [*remap, "-p", f"model:={model}", "-p", "intrinsics_source:=estimate",
-                                         "-p", f"resolution_level:={resolution_level}", "-p", "input_qos:=reliable",
-                                         *(extra_params or [])], node_env, log_dir / "moge2_node.log")
-    print(f"[demo] started demo_camera (pid {camera.pid}) and moge2_node (pid {node.pid}, "
-          f"OMP_NUM_THREADS={node_env['OMP_NUM_THREADS']}); logs in {log_dir}")
-    print(f"[demo] topics: {NAMESPACE}/image_raw, {NAMESPACE}/camera_info, {NAMESPACE}/depth_gt (input);")
-    print(f"[demo]         {NAMESPACE}/depth/image, {NAMESPACE}/depth/camera_info, {NAMESPACE}/points, "
-          f"{NAMESPACE}/normals, {NAMESPACE}/mask, {NAMESPACE}/depth/colorized, {NAMESPACE}/geometry, /diagnostics")
     rclpy.init()
-    monitor = DemoMonitor()
+    monitor = DemoMonitor()  # before the processes, so that its discovery runs while they start
+    procs: dict[str, subprocess.Popen] = {}
     try:
-        return _watch(monitor, {"demo_camera": camera, "moge2_node": node}, log_dir, duration, startup_timeout)
+        procs["demo_camera"] = _spawn(
+            "moge2_ros.ros.demo_camera", [*remap, "-p", f"rate_hz:={rate_hz}", "-p", f"width:={width}", "-p",
+                                          f"height:={height}"], env, log_dir / "demo_camera.log")
+        procs["moge2_node"] = _spawn(
+            "moge2_ros.ros.node", [*remap, "-p", f"model:={model}", "-p", "intrinsics_source:=estimate",
+                                   "-p", f"resolution_level:={resolution_level}", "-p", "input_qos:=reliable",
+                                   *(extra_params or [])], node_env, log_dir / "moge2_node.log")
+        print(f"[demo] started demo_camera (pid {procs['demo_camera'].pid}) and moge2_node (pid "
+              f"{procs['moge2_node'].pid}, OMP_NUM_THREADS={node_env['OMP_NUM_THREADS']}); logs in {log_dir}")
+        print(f"[demo] topics: {NAMESPACE}/image_raw, {NAMESPACE}/camera_info, {NAMESPACE}/depth_gt (input);")
+        print(f"[demo]         {NAMESPACE}/depth/image, {NAMESPACE}/depth/camera_info, {NAMESPACE}/points, "
+              f"{NAMESPACE}/normals, {NAMESPACE}/mask, {NAMESPACE}/depth/colorized, {NAMESPACE}/geometry, "
+              "/diagnostics")
+        return _watch(monitor, procs, log_dir, duration, startup_timeout)
     except KeyboardInterrupt:
         return 0
     finally:
         monitor.destroy_node()
         rclpy.try_shutdown()
-        _stop(node)
-        _stop(camera)
+        for proc in reversed(procs.values()):  # the node first, then the camera
+            _stop(proc)
 
 
 def _watch(monitor: DemoMonitor, procs: dict[str, subprocess.Popen], log_dir: Path, duration: float,
