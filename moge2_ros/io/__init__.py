@@ -4,6 +4,7 @@
 * :mod:`.writers`: depth as 16-bit millimetre PNG / float32 ``.npy`` / EXR, coloured depth preview, JSON.
 * :mod:`.ply`: binary little-endian PLY point clouds (write and read back).
 * :mod:`.intrinsics`: camera intrinsics from ``fx,fy,cx,cy`` text and JSON / YAML / text calibration files.
+* :mod:`.atomic`: atomic file writes (temporary file + rename) with the mode of an ordinary new file.
 """
 
 from moge2_ros.io.images import IMAGE_SUFFIXES, list_images, read_image_rgb
