@@ -259,7 +259,12 @@ def _watch(monitor: DemoMonitor, procs: dict[str, subprocess.Popen], log_dir: Pa
     first = max(image.first, depth.first)
     print(f"[demo] {first - start:4.1f}s  data flowing (first image {image.first - start:.1f} s, first depth image "
           f"{depth.first - start:.1f} s after start); measuring for {duration:.0f} s", flush=True)
-    last = first
+    for topic in ("image_raw", "depth/image"):
+        count = monitor.count_publishers(f"{NAMESPACE}/{topic}")
+        if count > 1:
+            print(f"[demo] warning: {count} publishers on {NAMESPACE}/{topic} (another demo in this ROS_DOMAIN_ID?): "
+                  "the numbers below mix them")
+    last = first - REPORT_PERIOD_S / 2  # the first numbers 1 s after data flows, then every 2 s
     while time.time() - first < duration:
         rclpy.spin_once(monitor, timeout_sec=0.1)
         if _exited(procs, log_dir):
