@@ -3,11 +3,13 @@
 ``moge2-ros demo --model M`` starts ``demo_camera`` and ``moge2_node`` in the ``/camera`` namespace (the same
 graph as ``launch/demo.launch.py``), subscribes to the node's outputs and prints, every 2 s, the input / output
 rates, the latency and the depth error against the rendered ground truth, then stops both processes (also on
-Ctrl-C).  Works with the pip ROS wheels (no ``ros2`` command line needed).
+Ctrl-C).  Works with the pip ROS wheels (no ``ros2`` command line needed).  The watching is ``moge2-ros monitor``'s
+(:mod:`moge2_ros.ros.monitor`: :class:`~moge2_ros.ros.monitor.Monitor`, its waiting and measuring loops); this
+module adds the processes, the demo's "waiting for" words and the AbsRel against the ground truth.
 
 Until the first depth image arrives the monitor says what it is waiting for (the camera's first image, the node
 loading its model, the first inference); the ``duration`` is counted from that first depth image, so a slow
-model load does not eat the measured time.  What the numbers mean (:meth:`DemoMonitor.report`):
+model load does not eat the measured time.  What the numbers mean (:meth:`DemoMonitor.demo_report`):
 
 * rates: messages received over the last :data:`WINDOW_S` seconds (or since the topic's first message, when
   that is more recent), so a burst does not read as a high rate and a stall shows as a falling one;
@@ -32,47 +34,14 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import Image
 
 from .conversions import image_to_float
+from .monitor import NAMESPACE, REPORT_PERIOD_S, WINDOW_S, Monitor, NoDataError, Stream, measure, wait_for_data
 
-NAMESPACE = "/camera"
-#: Seconds of history behind the printed rates, latency and AbsRel.
-WINDOW_S = 4.0
-#: Seconds between two printed lines.
-REPORT_PERIOD_S = 2.0
-
-
-class Stream:
-    """Receipt times and latencies of one topic (seconds, the monitor's wall clock)."""
-
-    def __init__(self, max_samples: int = 10000) -> None:
-        self.samples: deque[tuple[float, float]] = deque(maxlen=max_samples)  # (receipt, latency)
-        self.count = 0
-        self.first: float | None = None
-
-    def add(self, now: float, stamp_s: float) -> None:
-        """One message received at ``now`` whose header stamp is ``stamp_s``."""
-        self.count += 1
-        self.first = now if self.first is None else self.first
-        self.samples.append((now, now - stamp_s))
-
-    def rate(self, now: float, window_s: float = WINDOW_S) -> float:
-        """Messages per second over the last ``window_s`` seconds (or since the first message, if later)."""
-        if self.first is None:
-            return 0.0
-        recent = sum(1 for t, _ in self.samples if t > now - window_s)
-        if self.first > now - window_s:  # a young stream: intervals since its first message
-            span = now - self.first
-            return (recent - 1) / span if span > 0 else 0.0
-        return recent / window_s
-
-    def latencies(self, now: float, window_s: float = WINDOW_S) -> np.ndarray:
-        """Latencies (s) of the messages of the last ``window_s`` seconds."""
-        return np.array([lat for t, lat in self.samples if t > now - window_s])
+__all__ = ["NAMESPACE", "REPORT_PERIOD_S", "WINDOW_S", "DemoMonitor", "Stream", "node_threads", "run_demo",
+           "waiting_for"]
 
 
 def waiting_for(camera_seen: bool, node_ready: bool) -> str:
@@ -85,47 +54,33 @@ def waiting_for(camera_seen: bool, node_ready: bool) -> str:
     return " and ".join(missing) if missing else "moge2_node's first depth image (first inference)"
 
 
-class DemoMonitor(Node):
-    """Subscribes to the demo graph and keeps rates, latency, depth error and the node's own counters."""
+class DemoMonitor(Monitor):
+    """The :class:`Monitor` of the demo graph (camera input, depth, points, camera_info) plus the depth error
+    against the camera's ``depth_gt`` of the same stamp."""
 
     def __init__(self, clock: object = time.time) -> None:
-        super().__init__("moge2_demo_monitor")
-        self.clock = clock
-        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.topics = {name: Stream() for name in ("image_raw", "depth/image", "points", "depth/camera_info")}
+        super().__init__(NAMESPACE, topics=("depth/image", "points", "depth/camera_info"), input_topic="image_raw",
+                         input_reliable=True, clock=clock, node_name="moge2_demo_monitor")  # type: ignore[arg-type]
         self.gt: dict[tuple[int, int], Image] = {}  # stamp -> ground-truth message (decoded only when used)
         self.abs_rel: deque[tuple[float, float]] = deque(maxlen=10000)  # (receipt, AbsRel)
-        self.fx: float | None = None
-        self.node_stats: dict[str, str] = {}  # the node's /diagnostics values, latest
-        ns = NAMESPACE
-        self.create_subscription(Image, f"{ns}/image_raw", lambda m: self._seen("image_raw", m), qos)
-        self.create_subscription(Image, f"{ns}/depth/image", self._on_depth, qos)
-        self.create_subscription(PointCloud2, f"{ns}/points", lambda m: self._seen("points", m), qos)
-        self.create_subscription(CameraInfo, f"{ns}/depth/camera_info", self._on_info, qos)
-        self.create_subscription(Image, f"{ns}/depth_gt", self._on_gt, qos)
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(Image, self.full("depth_gt"), self._on_gt, qos)
+
+    @property
+    def fx(self) -> float | None:
+        info = self.latest.get("depth/camera_info")
+        return None if info is None else float(info.k[0])
 
     def node_ready(self) -> bool:
         """moge2_node has loaded its model: it creates its output publishers only afterwards."""
-        return self.count_publishers(f"{NAMESPACE}/depth/image") > 0
-
-    def _seen(self, name: str, msg: object) -> float:
-        stamp = msg.header.stamp  # type: ignore[attr-defined]
-        now = self.clock()  # type: ignore[operator]
-        self.topics[name].add(now, stamp.sec + stamp.nanosec * 1e-9)
-        return now
+        return self.publishers("depth/image") > 0
 
     def _on_gt(self, msg: Image) -> None:
         self.gt[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
         while len(self.gt) > 50:
             self.gt.pop(next(iter(self.gt)))
 
-    def _on_info(self, msg: CameraInfo) -> None:
-        self._seen("depth/camera_info", msg)
-        self.fx = float(msg.k[0])
-
-    def _on_depth(self, msg: Image) -> None:
-        now = self._seen("depth/image", msg)
+    def on_depth(self, msg: Image, now: float) -> None:
         gt_msg = self.gt.get((msg.header.stamp.sec, msg.header.stamp.nanosec))
         if gt_msg is None:
             return
@@ -134,13 +89,8 @@ class DemoMonitor(Node):
         if valid.any():
             self.abs_rel.append((now, float(np.mean(np.abs(pred[valid] - gt[valid]) / gt[valid]))))
 
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if "moge2_node" in status.name:
-                self.node_stats = {kv.key: kv.value for kv in status.values}
-
-    def report(self, now: float | None = None, window_s: float = WINDOW_S) -> str:
-        """Rates, latency p50 and AbsRel over the last ``window_s`` seconds, in one line."""
+    def demo_report(self, now: float | None = None, window_s: float = WINDOW_S) -> str:
+        """Rates, latency p50 and AbsRel over the last ``window_s`` seconds, in one line (the demo's format)."""
         now = self.clock() if now is None else now  # type: ignore[operator]
         image, depth, points = (self.topics[k] for k in ("image_raw", "depth/image", "points"))
         parts = [f"camera {image.rate(now, window_s):5.1f} Hz", f"depth {depth.rate(now, window_s):5.1f} Hz",
@@ -157,7 +107,7 @@ class DemoMonitor(Node):
 
     def node_counts(self) -> str:
         """The node's own counters from /diagnostics (frames received, processed, dropped), or ''."""
-        s = self.node_stats
+        s = self.node_values()
         if not s:
             return ""
         failed = ", ".join(f"{s[k]} {k.replace('_', ' ')}" for k in ("bad_input", "errors") if s.get(k, "0") != "0")
@@ -235,51 +185,48 @@ def run_demo(model: str, duration: float = 20.0, rate_hz: float = 5.0, width: in
             _stop(proc)
 
 
+def _say(line: str) -> None:
+    print(f"[demo] {line}", flush=True)
+
+
 def _watch(monitor: DemoMonitor, procs: dict[str, subprocess.Popen], log_dir: Path, duration: float,
            startup_timeout: float) -> int:
     """Spin ``monitor``: say what is awaited until data flows (the monitor has the camera's first image and the
     node's first depth image), then report every :data:`REPORT_PERIOD_S` for ``duration`` s from then on."""
     image, depth = monitor.topics["image_raw"], monitor.topics["depth/image"]
-    start = last = time.time()
-    said = ""
-    while image.first is None or depth.first is None:
-        rclpy.spin_once(monitor, timeout_sec=0.1)
-        if _exited(procs, log_dir):
-            return 1
-        now = time.time()
-        if image.first is not None and depth.first is not None:
-            break
-        waiting = waiting_for(image.first is not None, monitor.node_ready())
-        if waiting != said or now - last >= REPORT_PERIOD_S:
-            print(f"[demo] {now - start:4.1f}s  waiting for {waiting}", flush=True)
-            said, last = waiting, now
-        if now - start > startup_timeout:
-            print(f"[demo] gave up after {startup_timeout:.0f} s waiting for {waiting}; see the logs in {log_dir}")
-            return 1
-    first = max(image.first, depth.first)
-    print(f"[demo] {first - start:4.1f}s  data flowing (first image {image.first - start:.1f} s, first depth image "
-          f"{depth.first - start:.1f} s after start); measuring for {duration:.0f} s", flush=True)
+    start = time.time()
+
+    def alive() -> bool:
+        return not _exited(procs, log_dir)
+
+    try:
+        first = wait_for_data(monitor, ["image_raw", "depth/image"], startup_timeout,
+                              lambda: waiting_for(image.first is not None, monitor.node_ready()), _say, alive)
+    except NoDataError as exc:
+        _say(f"gave up after {startup_timeout:.0f} s waiting for {exc.waiting}; see the logs in {log_dir}")
+        return 1
+    if first is None:
+        return 1
+    _say(f"{first - start:4.1f}s  data flowing (first image {image.first - start:.1f} s, first depth image "  # type: ignore[operator]
+         f"{depth.first - start:.1f} s after start); measuring for {duration:.0f} s")  # type: ignore[operator]
     for topic in ("image_raw", "depth/image"):
-        count = monitor.count_publishers(f"{NAMESPACE}/{topic}")
+        count = monitor.publishers(topic)
         if count > 1:
-            print(f"[demo] warning: {count} publishers on {NAMESPACE}/{topic} (another demo in this ROS_DOMAIN_ID?): "
-                  "the numbers below mix them")
-    last = first - REPORT_PERIOD_S / 2  # the first numbers 1 s after data flows, then every 2 s
-    while time.time() - first < duration:
-        rclpy.spin_once(monitor, timeout_sec=0.1)
-        if _exited(procs, log_dir):
-            return 1
-        now = time.time()
-        if now - last >= REPORT_PERIOD_S:
-            last = now
-            print(f"[demo] t={now - first:4.0f}s  {monitor.report(now)}", flush=True)
+            _say(f"warning: {count} publishers on {NAMESPACE}/{topic} (another demo in this ROS_DOMAIN_ID?): "
+                 "the numbers below mix them")
+    def report(now: float) -> None:
+        _say(f"t={now - first:4.0f}s  {monitor.demo_report(now)}")
+
+    if not measure(monitor, first, duration, None, report, alive):
+        return 1
     now = time.time()
-    print(f"[demo] summary over {now - first:.0f} s: {monitor.report(now, window_s=now - first + 1e-3)}")
+    print(f"[demo] summary over {now - first:.0f} s: {monitor.demo_report(now, window_s=now - first + 1e-3)}")
     counts = monitor.node_counts()
     if counts:
         print(f"[demo] {counts}")
     print("[demo] to look at it: ros2 launch moge2_ros demo.launch.py model:=... use_rviz:=true "
-          "(RViz config rviz/moge2.rviz), or subscribe to the topics above.")
+          "(RViz config rviz/moge2.rviz); without ros2 or RViz, run a node and watch it with "
+          "'moge2-ros monitor --namespace /camera --snapshot DIR' (README: See the outputs without ros2 or RViz).")
     return 0
 
 
