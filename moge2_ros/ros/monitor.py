@@ -263,18 +263,20 @@ class Monitor(Node):
         return [f"rates (Hz, last {window_s:g} s): {self.rates_text(now, window_s)}", self.details_text(now, window_s)]
 
     # ------------------------------------------------------------------------------------------------ snapshot
-    def snapshot_frame(self) -> dict[str, Any]:
-        """The newest messages that belong to one frame: the newest stamp of the primary topic that every other
-        watched output also has (else each topic's newest message)."""
-        outputs = [t for t in self.outputs if self.history[t]]
-        if not outputs:
-            return {}
-        by_stamp = {t: {_stamp_key(m): m for m in self.history[t]} for t in outputs}
-        for msg in reversed(self.history[outputs[0]]):
+    def complete_frame(self) -> dict[str, Any] | None:
+        """The newest frame (stamp of the primary topic) whose every watched output arrived: topic -> message."""
+        if self.primary is None:
+            return None
+        by_stamp = {t: {_stamp_key(m): m for m in self.history[t]} for t in self.outputs}
+        for msg in reversed(self.history[self.primary]):
             key = _stamp_key(msg)
-            if all(key in by_stamp[t] for t in outputs):
-                return {t: by_stamp[t][key] for t in outputs}
-        return {t: self.latest[t] for t in outputs}
+            if all(key in by_stamp[t] for t in self.outputs):
+                return {t: by_stamp[t][key] for t in self.outputs}
+        return None
+
+    def snapshot_frame(self) -> dict[str, Any]:
+        """:meth:`complete_frame`, else each watched output's newest message."""
+        return self.complete_frame() or {t: self.latest[t] for t in self.outputs if t in self.latest}
 
     def write_snapshot(self, folder: Path) -> list[str]:
         """Write one frame's outputs into ``folder``; returns one line per file written.
@@ -396,6 +398,9 @@ def run_monitor(namespace: str = NAMESPACE, topics: Sequence[str] = OUTPUTS, inp
              f"messages): rates (Hz) {monitor.rates_text(now, whole)}")
         _say(monitor.details_text(now, whole))
         if snapshot is not None:
+            deadline = time.time() + max(5.0, 3 * period)  # an output of the last frames may have been lost
+            while monitor.complete_frame() is None and time.time() < deadline:
+                rclpy.spin_once(monitor, timeout_sec=0.1)
             for line in monitor.write_snapshot(snapshot):
                 _say(f"snapshot: {line}")
         return 0
