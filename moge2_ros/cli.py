@@ -5,7 +5,8 @@ registers its parsers with ``set_defaults(handler=...)``); ``moge2-ros COMMAND -
 
 * :mod:`moge2_ros.pipeline.cli`: ``infer`` (images -> depth, points, intrinsics files), ``bag-infer``
   (a rosbag2 recording -> a bag with the node's outputs);
-* :mod:`moge2_ros.ros.cli`: ``demo`` (the demo camera and ``moge2_node``, monitored);
+* :mod:`moge2_ros.ros.cli`: ``demo`` (the demo camera and ``moge2_node``, monitored), ``monitor`` (a running
+  node's outputs: rates, latency, depth range, snapshots);
 * :mod:`moge2_ros.backends.cli`: ``export-onnx``;
 * :mod:`moge2_ros.eval.cli`: ``eval`` (benchmarks), ``bag-eval`` (predicted depth in a bag against ground truth);
 * :mod:`moge2_ros.refine.cli`: ``refine`` (real depth labels filtered and completed with a model);

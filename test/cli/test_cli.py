@@ -437,7 +437,7 @@ def _registered_commands() -> list[str]:
 def test_every_subcommand_is_documented_in_the_docstring_and_the_readme() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     commands = _registered_commands()
-    assert len(commands) == len(set(commands)) == 13
+    assert len(commands) == len(set(commands)) == 14
     for command in commands:
         assert f"``{command}``" in (cli.__doc__ or ""), command
         assert f"`{command}" in readme, command
