@@ -16,7 +16,7 @@ _LAZY = {
     "open_dataset": "moge2_ros.data.open",
     "detect_format": "moge2_ros.data.open",
     "FORMATS": "moge2_ros.data.open",
-    "Dataset": "moge2_ros.data.open",
+    "Dataset": "moge2_ros.data.sample",
     "FolderDataset": "moge2_ros.data.folder",
     "write_sample": "moge2_ros.data.folder",
     "list_stems": "moge2_ros.data.folder",

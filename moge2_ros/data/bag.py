@@ -33,7 +33,7 @@ from moge2_ros.bags.decode import depth_from_msg, k_from_camera_info, rgb_from_m
 from moge2_ros.bags.reader import BagReader, RawMessage, open_bag
 from moge2_ros.bags.sync import CameraInfoTrack, default_camera_info_topic, match_by_stamp, nearest_offset_ns
 from moge2_ros.bags.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, POINT_CLOUD2
-from moge2_ros.data.open import Dataset
+from moge2_ros.data.sample import Dataset
 from moge2_ros.data.sample import Sample, validate_sample
 from moge2_ros.errors import InputError
 

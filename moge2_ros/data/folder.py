@@ -38,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from moge2_ros.data.open import Dataset
+from moge2_ros.data.sample import Dataset
 from moge2_ros.data.sample import LABEL_TYPES, PROVENANCE, Sample, validate_sample
 from moge2_ros.errors import DatasetError, InputError, Moge2RosError
 

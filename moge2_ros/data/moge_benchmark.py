@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from moge2_ros.data.open import Dataset
+from moge2_ros.data.sample import Dataset
 from moge2_ros.data.sample import Sample
 from moge2_ros.errors import DatasetError
 

@@ -22,11 +22,10 @@ index entry).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from moge2_ros.data.sample import Sample
+from moge2_ros.data.sample import Dataset
 from moge2_ros.errors import DatasetError
 
 __all__ = ["Dataset", "FORMATS", "FORMAT_OPTIONS", "FORMAT_NAMES", "detect_format", "open_dataset"]
@@ -56,17 +55,6 @@ _LOOKED_FOR: Final[str] = (
     "an official MoGe benchmark (.index.txt), a 7-Scenes sequence (frame-NNNNNN.color.jpg) and a folder dataset "
     "(<stem>.rgb.png|jpg|jpeg)"
 )
-
-
-class Dataset(Sequence[Sample]):
-    """Base class of the datasets :func:`open_dataset` returns: a ``Sequence[Sample]`` (read on access) with one
-    name per sample.
-
-    Attributes:
-        stems: one name per sample, in order (for the folder, 7-Scenes and bag formats a valid folder-format stem).
-    """
-
-    stems: Sequence[str]
 
 
 def detect_format(path: str | Path) -> str:

@@ -23,6 +23,7 @@ unbatched, in the conventions of the whole package (DESIGN.md §7):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from moge2_ros.errors import DatasetError
 
-__all__ = ["Sample", "LABEL_TYPES", "INVALID_LABEL", "PROVENANCE", "validate_sample"]
+__all__ = ["Dataset", "Sample", "LABEL_TYPES", "INVALID_LABEL", "PROVENANCE", "validate_sample"]
 
 #: Label types of a Sample, each naming a loss set of the official recipe: "A" synthetic (dense, exact), "B" real
 #: (SfM / MVS / RGB-D), "C" LiDAR (sparse).
@@ -116,3 +117,14 @@ def validate_sample(sample: Sample) -> Sample:
     if sample.label_type not in LABEL_TYPES:
         _fail(sample, f"label_type: expected one of {LABEL_TYPES}, found {sample.label_type!r}")
     return sample
+
+
+class Dataset(Sequence[Sample]):
+    """Base class of the datasets :func:`~moge2_ros.data.open.open_dataset` returns: a ``Sequence[Sample]`` (read on access) with one
+    name per sample.
+
+    Attributes:
+        stems: one name per sample, in order (for the folder, 7-Scenes and bag formats a valid folder-format stem).
+    """
+
+    stems: Sequence[str]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from moge2_ros.data.open import Dataset
+from moge2_ros.data.sample import Dataset
 from moge2_ros.data.sample import Sample, validate_sample
 from moge2_ros.errors import DatasetError, InputError
 

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from moge2_ros.cli_args import add_model_arguments, note, positive_float, positive_int
+from moge2_ros.ros.topics import OUTPUTS
 
 __all__ = ["add_parsers", "cmd_demo", "cmd_monitor"]
 
-#: The node's outputs (relative names), in the order ``monitor`` prints them (:mod:`moge2_ros.ros.monitor` uses it).
-OUTPUTS = ("depth/image", "depth/camera_info", "points", "normals", "mask", "depth/colorized", "geometry")
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 

@@ -41,7 +41,7 @@ from ..errors import Moge2RosError
 from ..io import msg_codec as codec
 from ..io.ply import write_ply
 from ..io.writers import write_depth_npy, write_depth_png_mm, write_json
-from .cli import OUTPUTS  # the node's outputs (relative names), kept ROS-free there for the argument parser
+from .topics import OUTPUTS
 from .conversions import image_to_float
 
 __all__ = ["LEVELS", "NAMESPACE", "OUTPUTS", "REPORT_PERIOD_S", "WINDOW_S", "Monitor", "NoDataError", "Stream",

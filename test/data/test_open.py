@@ -14,7 +14,8 @@ from moge2_ros.data import open_dataset
 from moge2_ros.data.bag import BagDataset
 from moge2_ros.data.folder import FolderDataset, write_sample
 from moge2_ros.data.moge_benchmark import MoGeBenchmarkDataset, write_official_sample
-from moge2_ros.data.open import FORMATS, Dataset, detect_format
+from moge2_ros.data.open import FORMATS, detect_format
+from moge2_ros.data.sample import Dataset
 from moge2_ros.data.sample import Sample
 from moge2_ros.data.sevenscenes import SevenScenesDataset
 from moge2_ros.errors import DatasetError

@@ -51,3 +51,14 @@ def test_a_wrong_import_breaks_a_contract(lint_imports, tmp_path, module, line, 
     result = _lint(tmp_path, pythonpath=tmp_path)
     assert result.returncode != 0, result.stdout[-2000:]
     assert " 0 broken" not in result.stdout and contract in result.stdout.split("Broken contracts")[-1]
+
+
+def test_no_import_cycle_between_modules():
+    """No module imports itself back through others (imports inside functions count too)."""
+    import grimp
+    import networkx as nx
+
+    graph = grimp.build_graph("moge2_ros")
+    edges = nx.DiGraph((m, i) for m in graph.modules for i in graph.find_modules_directly_imported_by(m))
+    cycles = [cycle for cycle in nx.simple_cycles(edges) if len(cycle) > 1]
+    assert cycles == [], cycles[:5]
