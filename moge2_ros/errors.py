@@ -24,6 +24,11 @@ class InputError(Moge2RosError, ValueError):
     """An image, batch or intrinsics argument has the wrong shape, dtype or values."""
 
 
+class BudgetError(InputError):
+    """An image or a setting would take a frame past its memory budget or a size limit (see
+    :mod:`moge2_ros.inference.budget`); refused before anything frame-sized is allocated."""
+
+
 class GeometryError(Moge2RosError, ValueError):
     """A geometry function received inconsistent shapes or values."""
 
