@@ -16,6 +16,7 @@ from ..geometry.edges import depth_edge_mask
 from ..geometry.intrinsics import intrinsics_to_fov, normalized_to_pixel_intrinsics, pixel_to_normalized_intrinsics
 from ..geometry.normals import normals_from_points
 from ..geometry.postprocess import metric_geometry, recover_camera
+from ..io.plausibility import check_intrinsics
 from ..model.moge2 import MoGe2Model
 from .preprocess import DEFAULT_MAX_PIXELS, ImageLike, image_to_batch, intrinsics_to_batch
 from .result import Geometry
@@ -244,7 +245,9 @@ class Predictor:
             image: numpy channels-last RGB ``(H, W, 3)`` / ``(B, H, W, 3)`` (uint8, uint16 or float in [0, 1]),
                 or torch channels-first ``(3, H, W)`` / ``(B, 3, H, W)`` float in [0, 1].
             intrinsics: known pinhole matrix in PIXELS, ``(3, 3)`` or ``(B, 3, 3)`` (ROS ``CameraInfo.k``
-                convention, any principal point, fx ≠ fy allowed); then only the depth shift is solved.
+                convention, fx ≠ fy allowed); then only the depth shift is solved.  Each must be plausible for the
+                image size (:func:`moge2_ros.io.plausibility.check_intrinsics`: fields of view, pixel aspect,
+                principal point near the image).
             fov_x: known horizontal field of view in degrees (centred principal point); alternative to
                 ``intrinsics``.
         Returns:
@@ -261,7 +264,10 @@ class Predictor:
         k_norm = None
         if intrinsics is not None:
             b, _, height, width = batch.shape
-            k_norm = pixel_to_normalized_intrinsics(intrinsics_to_batch(intrinsics, b, self.device), width, height)
+            k_pixels = intrinsics_to_batch(intrinsics, b, torch.device("cpu"))  # checked on the host, then moved
+            for i, k in enumerate(k_pixels.numpy()):
+                check_intrinsics(k, width, height, "intrinsics" if b == 1 else f"intrinsics[{i}]")
+            k_norm = pixel_to_normalized_intrinsics(k_pixels.to(self.device), width, height)
         geo = self.postprocess(self.forward_raw(batch), intrinsics_normalized=k_norm, fov_x=fov_x)
         return replace(geo, intrinsics_estimated=intrinsics is None and fov_x is None)
 

@@ -1,17 +1,23 @@
-"""Camera intrinsics from command-line text and calibration files (pixels, ROS/OpenCV convention)."""
+"""Camera intrinsics from command-line text and calibration files (pixels, ROS/OpenCV convention).
+
+Every value read is checked for plausibility (:func:`moge2_ros.io.plausibility.check_intrinsics`): against the
+image size the file names, else against any plausible image; :meth:`CameraIntrinsics.matrix_for` checks again
+against the image the intrinsics are used with.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from moge2_ros.errors import InputError
+from moge2_ros.io.plausibility import check_intrinsics
 
 
 def _one_line(text: str) -> str:
@@ -20,7 +26,11 @@ def _one_line(text: str) -> str:
 
 @dataclass(frozen=True)
 class CameraIntrinsics:
-    """Pinhole intrinsics in pixels, optionally with the image size they were calibrated for."""
+    """Pinhole intrinsics in pixels, optionally with the image size they were calibrated for.
+
+    Attributes:
+        source: where the values come from (``--intrinsics``, ``--intrinsics-file <path>``), for messages.
+    """
 
     fx: float
     fy: float
@@ -28,30 +38,46 @@ class CameraIntrinsics:
     cy: float
     width: int | None = None
     height: int | None = None
+    source: str = field(default="intrinsics", compare=False)
 
     def matrix(self) -> np.ndarray:
         """``(3, 3)`` float32 ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``."""
         return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=np.float32)
 
+    def matrix_for(self, width: int, height: int, image: str = "the image") -> np.ndarray:
+        """``(3, 3)`` float64 K for an image of ``width x height`` pixels (``image`` names it in messages).
+
+        Raises:
+            InputError: the intrinsics name another image size, or are implausible for this one
+                (:func:`~moge2_ros.io.plausibility.check_intrinsics`).
+        """
+        if self.width is not None and (self.width, self.height) != (width, height):
+            raise InputError(f"{self.source}: the intrinsics are for {self.width}x{self.height} images, {image} is "
+                             f"{width}x{height}")
+        k = np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=np.float64)
+        return check_intrinsics(k, width, height, f"{self.source} for {image}")
+
 
 def _checked_intrinsics(values: Sequence[Any], where: str, width: Any = None, height: Any = None) -> CameraIntrinsics:
     try:
         fx, fy, cx, cy = (float(v) for v in values)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: expected four numbers fx, fy, cx, cy (pixels), got {list(values)!r}") from None
-    if not all(math.isfinite(v) for v in (fx, fy, cx, cy)):
-        raise InputError(f"{where}: intrinsics must be finite, got fx={fx} fy={fy} cx={cx} cy={cy}")
-    if fx <= 0 or fy <= 0:
-        raise InputError(f"{where}: focal lengths must be > 0 pixels, got fx={fx} fy={fy}")
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{where}: expected four numbers fx, fy, cx, cy (pixels), got {list(values)!r}"[:300]) \
+            from None
     size: list[int | None] = []
     for name, value in (("width", width), ("height", height)):
         if value is None:
             size.append(None)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and value == int(value):
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf \
+                and value == int(value):
             size.append(int(value))
         else:
             raise InputError(f"{where}: image {name} must be a positive integer, got {value!r}")
-    return CameraIntrinsics(fx, fy, cx, cy, size[0], size[1])
+    # plausible for the image size the file names; without one, for some image (checked again once it is known)
+    known = size[0] is not None and size[1] is not None
+    check_intrinsics([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], size[0] if known else None, size[1] if known else None,
+                     where)
+    return CameraIntrinsics(fx, fy, cx, cy, size[0], size[1], source=where)
 
 
 def _from_matrix(matrix: Any, where: str, width: Any = None, height: Any = None) -> CameraIntrinsics:

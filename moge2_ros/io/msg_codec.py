@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from moge2_ros.errors import InputError
+from moge2_ros.io.plausibility import check_intrinsics
 from moge2_ros.io.writers import colorize_depth, depth_to_mm_uint16
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "decode_depth",
     "decode_image_rgb",
     "decode_rgb",
+    "distortion_note",
     "encode_camera_info",
     "encode_cloud",
     "encode_colorized_depth",
@@ -579,10 +581,11 @@ def k_matrix(values: Any, what: str) -> npt.NDArray[np.float64]:
 def check_camera_info(msg: Any, width: int, height: int) -> npt.NDArray[np.float64]:
     """The intrinsic matrix K of the fields of a ``sensor_msgs/CameraInfo``, checked against its image.
 
-    K is used as given (pixel units, optical frame); the distortion ``d`` is ignored, so the image should be
-    rectified (or distortion negligible). ``msg.width``/``msg.height`` must equal the image size; 0x0 (sent by
-    some drivers) is accepted and means "the image size". Binning and a region of interest are not supported
-    yet and are rejected.
+    K is used as given (pixel units, optical frame) once it is plausible for the image
+    (:func:`moge2_ros.io.plausibility.check_intrinsics`: fields of view, pixel aspect, principal point); the
+    distortion ``d`` is ignored (:func:`distortion_note` says so), so the image should be rectified (or distortion
+    negligible). ``msg.width``/``msg.height`` must equal the image size; 0x0 (sent by some drivers) is accepted and
+    means "the image size". Binning and a region of interest are not supported yet and are rejected.
 
     Args:
         msg: any object with the CameraInfo fields (``width, height, binning_x, binning_y, roi, k``).
@@ -592,8 +595,8 @@ def check_camera_info(msg: Any, width: int, height: int) -> npt.NDArray[np.float
         ``(3, 3)`` float64 K = ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``, pixels (a copy).
 
     Raises:
-        ConversionError: non-finite K, fx or fy <= 0, non-zero skew, last row not (0, 0, 1), size mismatch,
-            binning or ROI set.
+        ConversionError: non-finite K, fx or fy <= 0, non-zero skew, last row not (0, 0, 1), implausible K for
+            the image size, size mismatch, binning or ROI set.
     """
     width = positive_int(width, "image width")
     height = positive_int(height, "image height")
@@ -620,7 +623,32 @@ def check_camera_info(msg: Any, width: int, height: int) -> npt.NDArray[np.float
             f"camera_info: expected no region of interest (all zero or the full image), found x_offset={box[0]}, "
             f"y_offset={box[1]}, width={box[2]}, height={box[3]}; ROI images are not supported yet"
         )
-    return k_matrix(field(msg, "k", "camera_info"), "camera_info.k")
+    k = k_matrix(field(msg, "k", "camera_info"), "camera_info.k")
+    return check_intrinsics(k, width, height, "camera_info.k", ConversionError)
+
+
+def distortion_note(msg: Any) -> str | None:
+    """One line saying that a ``sensor_msgs/CameraInfo`` has lens distortion that is ignored, or None.
+
+    None when ``msg.d`` is empty or all zero (whatever ``distortion_model`` says).  The node and the tools use K
+    alone (:func:`check_camera_info`), so a distorted image gives bent geometry: the note asks for rectified
+    images.
+
+    Raises:
+        ConversionError: ``d`` is not a list of numbers, ``distortion_model`` not a str.
+    """
+    model = as_str(field(msg, "distortion_model", "camera_info"), "camera_info.distortion_model")
+    values = field(msg, "d", "camera_info")
+    try:
+        d = np.array(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConversionError(f"camera_info.d: expected a list of numbers, found {short(values)}") from exc
+    if not d.size or not np.any(d != 0):  # NaN != 0: a NaN coefficient is reported too
+        return None
+    shown = ", ".join(f"{v:.3g}" for v in d[:5]) + (f", ... ({d.size} values)" if d.size > 5 else "")
+    name = " ".join(model.split())[:40] or "unnamed"  # one line, bounded: the message is untrusted
+    return (f"camera_info has {name} distortion (D = [{shown}]) that is ignored: give rectified images "
+            "(image_proc's image_rect) or the depth and points are bent")
 
 
 @dataclass(frozen=True)

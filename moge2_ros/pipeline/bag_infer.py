@@ -438,8 +438,8 @@ def _infer_frame(bag: BagReader, writer: BagWriter, raw: RawMessage, infos: Came
         return False
     assert frame is not None and frame.depth is not None and frame.camera_info is not None
     assert frame.geometry is not None
-    if frame.camera_info_error is not None and infos is not None:
-        text = str(frame.camera_info_error)
+    if frame.intrinsics_error is not None and infos is not None:
+        text = str(frame.intrinsics_error)
         if text not in warned_info:
             warned_info.add(text)
             say(f"bag-infer: ignoring camera_info {infos.topic} ({text}): estimating the intrinsics")

@@ -5,7 +5,10 @@ out.  ROS-free: no rclpy, no rosbags; callers wrap the payloads into their own m
 Input side (the one decoding both callers use):
     :func:`decode_rgb` (from :mod:`moge2_ros.io.msg_codec`) turns a ``sensor_msgs/Image`` or ``CompressedImage``
     (any object with their fields) into the model input; a ``sensor_msgs/CameraInfo`` handed to
-    :meth:`FramePipeline.process` is checked against the image by :func:`moge2_ros.io.msg_codec.check_camera_info`.
+    :meth:`FramePipeline.process` is checked against the image by :func:`moge2_ros.io.msg_codec.check_camera_info`,
+    fixed intrinsics by :func:`moge2_ros.io.plausibility.check_intrinsics` (once in :class:`FrameConfig` without an
+    image size, then against each frame's size).  Given intrinsics that fail are replaced by an estimate and the
+    reason returned (:attr:`FrameOutputs.intrinsics_error`).
 
 Per frame, :meth:`FramePipeline.process` chooses the intrinsics (CameraInfo / estimate / fixed, see
 :class:`FrameConfig`), runs the :class:`~moge2_ros.inference.Predictor` (with the intrinsics stabiliser when K is
@@ -40,6 +43,7 @@ from moge2_ros.io.msg_codec import (
     ImageFields,
     decode_rgb,
 )
+from moge2_ros.io.plausibility import check_intrinsics
 
 if TYPE_CHECKING:  # pragma: no cover
     from moge2_ros.inference import Predictor
@@ -70,7 +74,9 @@ class FrameConfig:
         intrinsics_source: ``camera_info`` (use the CameraInfo given with the frame when valid: only the depth
             shift is solved; estimate K otherwise), ``estimate`` (always estimate K from the image) or ``fixed``
             (``fixed_intrinsics``).
-        fixed_intrinsics: ``(fx, fy, cx, cy)`` in pixels for ``intrinsics_source = fixed`` (fx, fy > 0).
+        fixed_intrinsics: ``(fx, fy, cx, cy)`` in pixels for ``intrinsics_source = fixed``: finite, fx, fy > 0 and
+            plausible for some image (:func:`~moge2_ros.io.plausibility.check_intrinsics` without a size); each
+            frame checks them against its own size and estimates K when they do not fit.
         intrinsics_stabilization: for estimated K of a fixed camera: ``none``, ``average`` (mean of the last
             ``intrinsics_window`` frames) or ``lock`` (mean of the first ``intrinsics_window`` frames, then frozen).
         intrinsics_window: frames averaged / collected before locking (>= 1).
@@ -117,17 +123,19 @@ class FrameConfig:
         """``(3, 3)`` float64 K in pixels of ``fixed_intrinsics``.
 
         Raises:
-            InputError: not four finite numbers with fx, fy > 0.
+            InputError: not four finite numbers with fx, fy > 0, or values no image allows (a focal length of
+                1e30 px; :func:`~moge2_ros.io.plausibility.check_intrinsics` without an image size).
         """
         try:
             values = [float(v) for v in self.fixed_intrinsics] if self.fixed_intrinsics is not None else []
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             values = []
         if len(values) != 4 or not all(math.isfinite(v) for v in values):
             raise InputError(f"fixed_intrinsics: expected [fx, fy, cx, cy] (4 finite numbers, pixels), found "
-                             f"{self.fixed_intrinsics!r}")
+                             f"{codec.short(self.fixed_intrinsics)}")
         fx, fy, cx, cy = values
-        return codec.k_matrix([fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0], "fixed_intrinsics")
+        k = codec.k_matrix([fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0], "fixed_intrinsics")
+        return check_intrinsics(k, None, None, "fixed_intrinsics")
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -152,7 +160,10 @@ class FrameOutputs:
         mask: mono8 validity, 255 = valid.
         colorized: bgr8 depth preview.
         geometry: MonocularGeometry content.
-        camera_info_error: why the CameraInfo given with the frame was not used (K was estimated instead), or None.
+        intrinsics_error: why the given intrinsics were not used (K was estimated instead), or None: a
+            :class:`ConversionError` whose message starts with ``camera_info`` for the CameraInfo given with the
+            frame, an :class:`InputError` starting with ``fixed_intrinsics`` for fixed intrinsics implausible for
+            this image's size.
     """
 
     width: int
@@ -167,7 +178,7 @@ class FrameOutputs:
     mask: ImageFields | None = None
     colorized: ImageFields | None = None
     geometry: GeometryFields | None = None
-    camera_info_error: ConversionError | None = None
+    intrinsics_error: InputError | None = None
 
 
 class FramePipeline:
@@ -216,7 +227,8 @@ class FramePipeline:
             outputs: names from :data:`OUTPUTS`; empty = nothing to do (returns None, no inference).
             camera_info: the camera's latest ``sensor_msgs/CameraInfo`` (any object with its fields) or None; used
                 when ``intrinsics_source`` is ``camera_info`` and it is valid for this image, else K is estimated
-                and the reason is returned in :attr:`FrameOutputs.camera_info_error`.
+                and the reason is returned in :attr:`FrameOutputs.intrinsics_error` (so are fixed intrinsics that
+                are implausible for this image).
 
         Returns:
             The payloads, or None when ``outputs`` is empty.
@@ -285,16 +297,19 @@ class FramePipeline:
             mask=codec.encode_mask(geo.mask[0].cpu().numpy()) if "mask" in want else None,
             colorized=codec.encode_colorized_depth(depth) if "colorized" in want else None,
             geometry=geometry,
-            camera_info_error=info_error,
+            intrinsics_error=info_error,
         )
 
     @staticmethod
     def _given_k(config: FrameConfig, camera_info: Any, width: int,
-                 height: int) -> tuple[npt.NDArray[np.float64] | None, ConversionError | None]:
+                 height: int) -> tuple[npt.NDArray[np.float64] | None, InputError | None]:
         """``(K, problem)``: the given intrinsics of this frame (pixels, float64) or None to estimate them, and why
-        a CameraInfo that was there could not be used."""
+        a CameraInfo that was there, or the fixed intrinsics, could not be used for this image."""
         if config.intrinsics_source == "fixed":
-            return config.fixed_k(), None
+            try:
+                return check_intrinsics(config.fixed_k(), width, height, "fixed_intrinsics"), None
+            except InputError as exc:
+                return None, exc
         if config.intrinsics_source == "camera_info" and camera_info is not None:
             try:
                 return codec.check_camera_info(camera_info, width, height), None

@@ -167,13 +167,14 @@ def infer_image_file(
         path: image file (PNG, JPEG, BMP, TIFF).
         out_dir: output folder (exists).
         stem: output name stem (:func:`output_stems`).
-        intrinsics: known camera (pixels); its image size, when it names one, must be the image's.
+        intrinsics: known camera (pixels); its image size, when it names one, must be the image's, and it must be
+            plausible for the image (:meth:`~moge2_ros.io.intrinsics.CameraIntrinsics.matrix_for`).
         fov_x: known horizontal field of view in degrees (when ``intrinsics`` is None).
         write_ply_file, exr: as :func:`write_outputs`.
 
     Raises:
         InputError: an unreadable image, a non-colour one (a 16-bit / float single-channel depth map or label),
-            or intrinsics for another image size.
+            intrinsics for another image size or implausible for this one.
         OSError: the file system failed.
     """
     from moge2_ros.io import read_image_rgb
@@ -186,10 +187,7 @@ def infer_image_file(
     height, width = image.shape[:2]
     start = time.perf_counter()
     if intrinsics is not None:
-        if intrinsics.width is not None and (intrinsics.width, intrinsics.height) != (width, height):
-            raise InputError(f"the intrinsics are for {intrinsics.width}x{intrinsics.height} images, "
-                             f"{path} is {width}x{height}")
-        geometry = predictor.predict(image, intrinsics=intrinsics.matrix())
+        geometry = predictor.predict(image, intrinsics=intrinsics.matrix_for(width, height, str(path)))
     elif fov_x is not None:
         geometry = predictor.predict(image, fov_x=fov_x)
     else:

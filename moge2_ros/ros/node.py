@@ -255,11 +255,11 @@ class Moge2Node(Node):
         frame = self._pipeline.process(rgb, self._wanted(cfg), camera_info=info)
         if frame is None:
             return  # nobody listens: no inference at all
-        if frame.camera_info_error is not None:
-            if self._camera_info is info:  # skip this message: counted once, not once per frame
+        if frame.intrinsics_error is not None:  # the given K (camera_info or fixed_intrinsics) was not used
+            if cfg["intrinsics_source"] == "camera_info" and self._camera_info is info:  # counted once, not per frame
                 self._camera_info = None
-            self.stats.on_failure("bad_input", f"camera_info: {frame.camera_info_error}", frame=False)
-            self.get_logger().warning(f"ignoring camera_info: {frame.camera_info_error}",
+            self.stats.on_failure("bad_input", str(frame.intrinsics_error), frame=False)
+            self.get_logger().warning(f"estimating the intrinsics: {frame.intrinsics_error}",
                                       throttle_duration_sec=LOG_THROTTLE_S)
 
         header = msg.header

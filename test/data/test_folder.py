@@ -140,7 +140,7 @@ def test_layout_errors_name_the_file(tmp_path) -> None:
         (lambda r: (r / "f.rgb.png").write_bytes(b"\x89PNG broken"), r"f\.rgb\.png"),
         (lambda r: (r / "f.intrinsics.json").write_text(json.dumps({"K": [[-5, 0, 1], [0, 5, 1], [0, 0, 1]]})),
          r"f\.intrinsics\.json.*focal lengths must be > 0"),
-        (lambda r: (r / "f.intrinsics.json").write_text(json.dumps({"fx": 5, "fy": 5, "cx": 1, "cy": 1,
+        (lambda r: (r / "f.intrinsics.json").write_text(json.dumps({"fx": 500, "fy": 500, "cx": 320, "cy": 240,
                                                                      "width": 640, "height": 480})),
          r"f\.intrinsics\.json: intrinsics are for a 640x480 image"),
         (lambda r: (r / "f.intrinsics.json").write_text("{not json"), r"f\.intrinsics\.json.*not valid JSON"),

@@ -79,7 +79,7 @@ def test_every_output_and_its_payload(predictor: Any, frames: list[np.ndarray]) 
     rgb = frames[0]
     out = pipeline.process(rgb, OUTPUTS)
     assert out is not None and (out.width, out.height) == (WIDTH, HEIGHT) and out.intrinsics_estimated
-    assert out.inference_s > 0 and out.camera_info_error is None
+    assert out.inference_s > 0 and out.intrinsics_error is None
 
     depth = codec.decode_depth(out.depth)
     assert out.depth.encoding == "32FC1" and depth.shape == (HEIGHT, WIDTH)
@@ -201,8 +201,8 @@ def test_camera_info_k_is_used_exactly(predictor: Any, frames: list[np.ndarray])
 def test_unusable_camera_info_is_reported_and_k_estimated(predictor: Any, frames: list[np.ndarray], info: Any,
                                                           reason: str) -> None:
     out = FramePipeline(predictor).process(frames[0], {"camera_info"}, camera_info=info)
-    assert out.intrinsics_estimated and isinstance(out.camera_info_error, codec.ConversionError)
-    assert reason in str(out.camera_info_error)
+    assert out.intrinsics_estimated and isinstance(out.intrinsics_error, codec.ConversionError)
+    assert reason in str(out.intrinsics_error)
     assert out.k[0, 0] > 0 and out.k[0, 0] != 0.0
 
 
