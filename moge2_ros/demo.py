@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from moge2_ros.model import MoGe2Model
 
-__all__ = ["UNTRAINED_WARNING", "make_demo_model"]
+__all__ = ["UNTRAINED_WARNING", "make_demo_model", "wire_untrained_model"]
 
 UNTRAINED_WARNING = (
     "WARNING: the demo model is UNTRAINED (random weights): its depth, point cloud and intrinsics are "
@@ -77,13 +77,23 @@ def make_demo_model(path: str | Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         model = MoGe2Model(MoGe2Config.tiny())
     model.eval()
-    # A random mask head predicts "invalid" (probability < 0.5) almost everywhere, which would leave the demo
-    # outputs empty. Bias its last convolution towards "valid" so that the (still meaningless) depth, preview
-    # and point cloud have content.
+    wire_untrained_model(model)
+    extra = {} if Path(path).suffix == ".safetensors" else {"note": "untrained random-init demo model"}
+    return save_checkpoint(model, path, **extra)
+
+
+def wire_untrained_model(model: "MoGe2Model") -> None:
+    """Give a random-init model (any configuration) shaped outputs, in place: the point head describes a pinhole
+    camera (:func:`_wire_pinhole_points`) and the mask head's last bias is raised by :data:`MASK_LOGIT_BIAS`.
+
+    A random mask head predicts "invalid" (probability < 0.5) almost everywhere, which would leave the outputs
+    empty, and a random point head implies a degenerate camera.  The model stays UNTRAINED; its cost per frame is
+    unchanged (only weight values change), which is what benchmarks of random-weight configurations need.
+    """
+    import torch
+
     _wire_pinhole_points(model)
     convs = [m for m in model.mask_head.modules() if isinstance(m, torch.nn.Conv2d)]
     if convs and convs[-1].bias is not None and convs[-1].out_channels == 1:
         with torch.no_grad():
             convs[-1].bias += MASK_LOGIT_BIAS
-    extra = {} if Path(path).suffix == ".safetensors" else {"note": "untrained random-init demo model"}
-    return save_checkpoint(model, path, **extra)
