@@ -101,6 +101,23 @@ class DINOv2Encoder(nn.Module):
         return self.encode(self.resize_input(image, rows, cols), pos_embed)
 
 
+def decoder_channels_last(features: torch.Tensor) -> bool:
+    """Whether :meth:`MoGe2Model.core` runs the conv decoder (neck and heads) on channels-last activations.
+
+    Yes in eager CPU inference: oneDNN's convolutions, transposed convolutions, bilinear upsampling and replicate
+    padding work natively on channels-last data, and the decoder's inputs otherwise arrive in mixed layouts (the uv
+    grids are channels-last views, the encoder features are not), so the kernels reorder between formats at every
+    level.  Measured on an AVX-512 CPU with one thread (torch 2.13, 640x480, 1200 tokens): the reference model's
+    decoder 214 -> 166 ms, the v2.json decoder 2.72 -> 2.03 s per frame (docs/BENCHMARKS.md, section "Official
+    MoGe-2 code vs moge2_ros").  The weights keep their layout (a channels-last input is enough for oneDNN to
+    choose its channels-last kernels), so state dicts are unchanged; values differ from the NCHW kernels only by
+    float32 rounding (1e-6 relative).  Other devices keep the layout they are given
+    (:class:`~moge2_ros.backends.torch_options.TorchOptions` ``channels_last`` chooses there), and so do traced
+    graphs (``torch.compile``, ONNX export), which make their own layout decisions.
+    """
+    return features.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def make_mlp(dims: list[int]) -> nn.Sequential:
     """Linear, ReLU, ..., Linear (no activation after the last layer)."""
     layers: list[nn.Module] = []
@@ -188,14 +205,18 @@ class MoGe2Model(nn.Module):
     def core(self, image14: torch.Tensor, pos_embed: torch.Tensor, uv: Sequence[torch.Tensor]
              ) -> dict[str, torch.Tensor]:
         """Step 2 of :meth:`forward` (arguments: a :class:`GridInputs`): normalise, ViT, projections, neck, heads and
-        scale MLP — the part whose shapes depend only on ``(B, rows, cols)``.
+        scale MLP — the part whose shapes depend only on ``(B, rows, cols)``.  On the CPU the neck and heads run on
+        channels-last activations (:func:`decoder_channels_last`).
 
         Returns:
             ``points`` / ``normal`` / ``mask``: raw head maps ``(B, C, 16·rows, 16·cols)`` (before the resize and the
             activations) for the heads the model has; ``metric_scale``: ``(B,)`` (already ``exp``-ed).
         """
         features, cls_token = self.encoder.encode(image14, pos_embed)
-        neck_out = self.neck([torch.cat([features, uv[0]], dim=1), *uv[1:]])
+        neck_in = [torch.cat([features, uv[0]], dim=1), *uv[1:]]
+        if decoder_channels_last(features):
+            neck_in = [x.contiguous(memory_format=torch.channels_last) for x in neck_in]
+        neck_out = self.neck(neck_in)
         raw = {key: getattr(self, _HEAD_OF[key])(neck_out)[-1] for key in _MAP_OUTPUTS if self.has_head(_HEAD_OF[key])}
         if self.has_head("scale_head"):
             raw["metric_scale"] = self.scale_head(cls_token).squeeze(1).exp()
