@@ -158,6 +158,10 @@ def add_model_arguments(
         res.add_argument("--resolution-level", type=resolution_level, default=default_level, metavar="0-9",
                          help=f"0 = fewest ViT tokens (fastest) ... 9 = most (default {default_level})")
         res.add_argument("--num-tokens", type=positive_int, metavar="N", help="exact ViT token budget")
+        group.add_argument("--memory-budget-mb", type=positive_float, metavar="MIB",
+                           help="working memory one frame may use above the model; larger images and token counts "
+                                "are refused before they are processed (default: 2048 on a CPU, or a quarter of "
+                                "its memory if less; half the free memory on CUDA)")
     if edge_filter:
         group.add_argument("--edge-rtol", type=positive_float, metavar="R",
                            help="remove flying pixels where the relative depth change to a neighbour exceeds R")
@@ -170,7 +174,7 @@ def model_arguments(args: argparse.Namespace, **overrides: Any) -> dict[str, Any
     ``load_predictor(PredictorOptions(**model_arguments(args)), say=note)``, which falls back to the bundled demo
     model and says so; one that records the model first resolves it with :func:`moge2_ros.assets.model_source`."""
     values: dict[str, Any] = {"model": args.model, "device": getattr(args, "device", None)}
-    for name in ("precision", "resolution_level", "num_tokens", "edge_rtol"):
+    for name in ("precision", "resolution_level", "num_tokens", "memory_budget_mb", "edge_rtol"):
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
     values.update(overrides)

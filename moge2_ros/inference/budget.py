@@ -38,7 +38,7 @@ FIXED_BYTES: Final[int] = 48 << 20
 #: rate, so times are over- rather than under-estimated).
 MACS_PER_SECOND: Final[dict[str, float]] = {"cpu": 2.0e10, "cuda": 5.0e12}
 #: Seconds per image pixel outside the network (decode, resize, post-processing, encoding), CPU.
-SECONDS_PER_PIXEL: Final[float] = 5.0e-7
+SECONDS_PER_PIXEL: Final[float] = 1.0e-6
 #: A token count beyond this many times the model's trained maximum is refused: it adds cost, not detail.
 MAX_TOKEN_FACTOR: Final[int] = 4
 #: Activation bytes per token assumed for an ONNX file without its model configuration: the official ViT-S/B/L

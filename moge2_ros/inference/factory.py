@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, ModelLoadError
-from .preprocess import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .predictor import Predictor
@@ -36,7 +35,9 @@ class PredictorOptions:
         edge_rtol: flying-pixel filter threshold (None = off).
         depth_range: ``(min, max)`` metres kept (None = all).
         estimate_normals: normals from the points for models without a normal head.
-        max_pixels: largest accepted image (pixels).
+        max_pixels: largest accepted image (pixels); None = what ``memory_budget_mb`` allows.
+        memory_budget_mb: working memory one frame may use above the model, MiB (None = the device's default);
+            see :mod:`moge2_ros.inference.budget`.
         backend: 'torch' or 'onnx'.
         onnx_path, onnx_providers, onnx_cache_dir: the ONNX Runtime backend's file, providers (empty = all, in the
             order TensorRT, CUDA, CPU) and TensorRT cache folder.
@@ -52,7 +53,8 @@ class PredictorOptions:
     edge_rtol: float | None = None
     depth_range: tuple[float, float] | None = None
     estimate_normals: bool = True
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int | None = None
+    memory_budget_mb: float | None = None
     backend: str = "torch"
     onnx_path: str | None = None
     onnx_providers: tuple[str, ...] = ()
@@ -82,7 +84,8 @@ def load_predictor(options: PredictorOptions, say: Callable[[str], None] | None 
     device = resolve_device(options.device)
     common = dict(device=device, dtype=options.precision, resolution_level=options.resolution_level,
                   num_tokens=options.num_tokens, edge_rtol=options.edge_rtol, depth_range=options.depth_range,
-                  estimate_normals=options.estimate_normals, max_pixels=options.max_pixels)
+                  estimate_normals=options.estimate_normals, max_pixels=options.max_pixels,
+                  memory_budget_mb=options.memory_budget_mb)
     if options.backend == "onnx":
         if not options.onnx_path:
             raise ModelLoadError("backend 'onnx' needs an ONNX file (onnx_path: from 'moge2-ros export-onnx' or an "

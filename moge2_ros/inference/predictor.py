@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from ..errors import InputError
+from ..errors import BudgetError, InputError
 from ..geometry.edges import depth_edge_mask
 from ..geometry.intrinsics import intrinsics_to_fov, normalized_to_pixel_intrinsics, pixel_to_normalized_intrinsics
 from ..geometry.normals import normals_from_points
 from ..geometry.postprocess import metric_geometry, recover_camera
 from ..io.plausibility import check_intrinsics
 from ..model.moge2 import MoGe2Model
+from .budget import FrameBudget, default_budget_mb
 from .preprocess import DEFAULT_MAX_PIXELS, ImageLike, image_to_batch, intrinsics_to_batch
 from .result import Geometry
 from .temporal import IntrinsicsStabilizer
@@ -85,7 +86,12 @@ class Predictor:
         depth_range: ``(min, max)`` metres; depth outside it is invalidated (None = keep everything).
         estimate_normals: for models without a normal head, compute normals from the metric points.
         compile: wrap the network forward in ``torch.compile`` (first call per input size is slow).
-        max_pixels: largest accepted image.
+        max_pixels: largest accepted image (pixels); None = what the memory budget allows at the current token
+            count (:meth:`pixel_limit`).  A value the budget cannot serve is refused.
+        memory_budget_mb: working memory a frame may use above the loaded model, MiB (None = the device's
+            default, :func:`~moge2_ros.inference.budget.default_budget_mb`).  Every image and every token count
+            is checked against it (:attr:`budget`, a :class:`~moge2_ros.inference.budget.FrameBudget`) before
+            anything frame-sized is allocated.
         backend: 'torch' (default) or 'onnx' (ONNX Runtime; ``model`` may then be None).
         onnx_path: the ``.onnx`` file of the 'onnx' backend (``moge2-ros export-onnx`` or an official file).
         onnx_providers: ONNX Runtime providers in order of preference ('tensorrt', 'cuda', 'cpu'; default all
@@ -107,7 +113,8 @@ class Predictor:
         depth_range: tuple[float, float] | None = None,
         estimate_normals: bool = True,
         compile: bool = False,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int | None = None,
+        memory_budget_mb: float | None = None,
         backend: str = "torch",
         onnx_path: str | os.PathLike | None = None,
         onnx_providers: Sequence[str] | None = None,
@@ -143,6 +150,10 @@ class Predictor:
                 self._forward: Callable[..., dict[str, torch.Tensor]] = runner
             else:
                 self._forward = torch.compile(self.model) if compile else self.model
+        config = model.config if model is not None else None
+        budget_mb = memory_budget_mb if memory_budget_mb is not None else default_budget_mb(self.device.type)
+        #: The frame memory budget and the limits it implies (images, token counts).
+        self.budget = FrameBudget(budget_mb, config, tuple(self._num_tokens_range), self.device.type)
         #: A start-up note when the budget was not the one asked for (a static export's adopted budget), else None.
         self.budget_note: str | None = None
         self.num_tokens = self.budget_for(num_tokens, resolution_level)
@@ -160,6 +171,8 @@ class Predictor:
             depth_range = (lo, hi)
         self.depth_range = depth_range
         self.estimate_normals = estimate_normals
+        self.check_max_pixels(max_pixels)
+        #: Explicit image limit (pixels), or None for the budget's (:meth:`pixel_limit`).
         self.max_pixels = max_pixels
 
     def _init_onnx(self, model: MoGe2Model | None, device: torch.device | str | None,
@@ -191,15 +204,19 @@ class Predictor:
         Rule for a static ONNX export (one baked-in budget): nothing asked for (no ``num_tokens``, level at its
         default 9) -> the file's budget; a budget asked for that equals the file's -> that; any other -> refused.
 
+        Any budget is also checked against the memory budget (:meth:`FrameBudget.check_tokens`: at most
+        ``MAX_TOKEN_FACTOR`` times the model's trained maximum, and room left for a 640x480 image).
+
         Raises:
-            InputError: a non-positive ``num_tokens``, a level outside 0..9, or a budget that a static export
-                cannot serve (the message names the fix).
+            InputError: a non-positive ``num_tokens``, a level outside 0..9, a budget that a static export
+                cannot serve (the message names the fix), or one over the memory budget.
         """
         if num_tokens is not None and num_tokens <= 0:
             raise InputError(f"num_tokens must be positive, found {num_tokens}")
         asked = num_tokens if num_tokens is not None else self.num_tokens_for_level(resolution_level)
         static = self.static_num_tokens
         if static is None or asked == static:
+            self.budget.check_tokens(asked)
             return asked
         if num_tokens is None and resolution_level == DEFAULT_RESOLUTION_LEVEL:
             return static
@@ -219,10 +236,51 @@ class Predictor:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
+    def check_max_pixels(self, max_pixels: int | None, num_tokens: int | None = None) -> None:
+        """Raise :class:`InputError` when an explicit image limit ``max_pixels`` (None = the budget's: always
+        fine) is not a positive integer or is more than the memory budget allows at ``num_tokens`` tokens
+        (default: the current count)."""
+        if max_pixels is None:
+            return
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
+            raise InputError(f"max_pixels must be a positive integer or None, found {max_pixels!r}")
+        tokens = self.num_tokens if num_tokens is None else num_tokens
+        allowed = min(DEFAULT_MAX_PIXELS, self.budget.max_pixels(tokens))
+        if max_pixels > allowed:
+            raise BudgetError(f"max_pixels {max_pixels} is more than the memory budget of {self.budget.budget_mb:.0f} "
+                             f"MiB allows at {tokens} tokens ({allowed}): lower it, or raise the memory budget")
+
+    def pixel_limit(self, num_tokens: int | None = None) -> int:
+        """The largest image (pixels) accepted now: the explicit ``max_pixels``, else what the memory budget
+        allows at ``num_tokens`` (default: the current count), never above ``DEFAULT_MAX_PIXELS``.  Decoders use
+        it before they allocate a frame."""
+        tokens = self.num_tokens if num_tokens is None else num_tokens
+        budget = min(DEFAULT_MAX_PIXELS, self.budget.max_pixels(tokens))
+        return budget if self.max_pixels is None else min(self.max_pixels, budget)
+
+    def _check_budget(self, image: ImageLike) -> None:
+        """Refuse an image (or batch) the memory budget cannot serve, from its shape alone."""
+        shape = tuple(getattr(image, "shape", ()))
+        if isinstance(image, torch.Tensor):
+            dims = shape[-2:] if len(shape) in (3, 4) else ()
+            batch = shape[0] if len(shape) == 4 else 1
+        else:  # numpy: channels-last (H, W, 3) / (B, H, W, 3) or grey (H, W)
+            dims = shape[:2] if len(shape) in (2, 3) else shape[1:3] if len(shape) == 4 else ()
+            batch = shape[0] if len(shape) == 4 else 1
+        if len(dims) != 2:
+            return  # image_to_batch names the shape problem
+        pixels = int(dims[0]) * int(dims[1])
+        limit = self.pixel_limit()
+        if pixels > limit and self.max_pixels is not None and pixels <= self.budget.max_pixels(self.num_tokens):
+            raise BudgetError(f"image too large: {dims[1]}x{dims[0]} = {pixels} pixels, limit max_pixels = {limit}")
+        self.budget.check(pixels, self.num_tokens, batch=max(int(batch), 1),
+                          what=f"image {dims[1]}x{dims[0]}" + (f" (batch of {batch})" if batch != 1 else ""))
+
     def _to_batch(self, image: ImageLike) -> torch.Tensor:
+        self._check_budget(image)
         if not self.pin_memory:
-            return image_to_batch(image, self.device, self.max_pixels)
-        host = image_to_batch(image, torch.device("cpu"), self.max_pixels)
+            return image_to_batch(image, self.device, self.pixel_limit())
+        host = image_to_batch(image, torch.device("cpu"), self.pixel_limit())
         return self._forward.to_device(host)  # type: ignore[union-attr]
 
     @torch.inference_mode()

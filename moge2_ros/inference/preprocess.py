@@ -7,7 +7,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import BudgetError, InputError
 from ..io.msg_codec import DEFAULT_MAX_PIXELS
 
 ImageLike = Union[np.ndarray, torch.Tensor]
@@ -19,7 +19,7 @@ def _check_size(height: int, width: int, max_pixels: int) -> None:
     if height < MIN_SIDE or width < MIN_SIDE:
         raise InputError(f"image too small: {width}x{height} pixels, need at least {MIN_SIDE}x{MIN_SIDE}")
     if height * width > max_pixels:
-        raise InputError(f"image too large: {width}x{height} = {height * width} pixels, limit {max_pixels}")
+        raise BudgetError(f"image too large: {width}x{height} = {height * width} pixels, limit {max_pixels}")
 
 
 def image_to_batch(

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from moge2_ros.errors import InputError
+from moge2_ros.errors import BudgetError, InputError
 
 #: File name suffixes (lower case) treated as images when a folder is given.
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -69,7 +69,7 @@ def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
     return np.round(array.astype(np.float64) / 257.0).astype(np.uint8)  # 65535 -> 255 exactly
 
 
-def read_image_rgb(path: str | Path) -> np.ndarray:
+def read_image_rgb(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as an RGB array.
 
     Greyscale (8/16-bit, float in [0, 1]), palette, RGBA (alpha dropped), CMYK and 16-bit images are converted;
@@ -77,12 +77,15 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
 
     Args:
         path: any format Pillow reads (PNG, JPEG, BMP, TIFF, ...).
+        max_pixels: refuse an image larger than this (checked on the header's size, before decoding); None = only
+            Pillow's own decompression-bomb limit.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB array, C-contiguous.
 
     Raises:
-        InputError: the file is missing, unreadable, truncated, not an image or has unsupported values.
+        InputError: the file is missing, unreadable, truncated, not an image or has unsupported values;
+            BudgetError (an InputError) when it is larger than ``max_pixels``.
     """
     path = Path(path)
     if not path.exists():
@@ -91,8 +94,15 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
         raise InputError(f"not a file: {path}")
     try:
         with Image.open(path) as image:
+            width, height = image.size  # from the header: nothing decoded yet
+            if max_pixels is not None and width * height > max_pixels:
+                raise BudgetError(f"{path}: {width}x{height} = {width * height} pixels is over the limit of "
+                                  f"{max_pixels} pixels (what the memory budget allows at this token count; "
+                                  f"raise the budget or give a smaller image)")
             image.load()
             image = ImageOps.exif_transpose(image)
+    except BudgetError:
+        raise
     except Image.DecompressionBombError as exc:
         raise InputError(f"cannot read image {path}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - a decoder's failures on a corrupt file are not part of any API

@@ -31,7 +31,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from moge2_ros.errors import InputError
+from moge2_ros.errors import BudgetError, InputError
 from moge2_ros.io.plausibility import check_intrinsics
 from moge2_ros.io.writers import colorize_depth, depth_to_mm_uint16
 
@@ -73,6 +73,10 @@ DEPTH_ENCODINGS: Final[tuple[str, ...]] = ("32FC1", "16UC1")
 
 class ConversionError(InputError):
     """A ROS message or an array cannot be converted (bad encoding, size, step, data, intrinsics, ...)."""
+
+
+class ImageTooLargeError(ConversionError, BudgetError):
+    """An image whose size (from its header) is over the pixel limit: refused before it is decoded."""
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -128,7 +132,7 @@ def check_image_size(width: int, height: int, max_pixels: int, what: str) -> Non
     if width <= 0 or height <= 0:
         raise ConversionError(f"{what}: expected width > 0 and height > 0, found {width}x{height}")
     if width * height > max_pixels:
-        raise ConversionError(
+        raise ImageTooLargeError(
             f"{what}: expected at most max_pixels = {max_pixels} pixels, found {width}x{height} = {width * height}"
         )
 

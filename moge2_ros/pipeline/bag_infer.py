@@ -52,6 +52,7 @@ from moge2_ros.bags.writer import (
 )
 from moge2_ros.errors import InputError
 from moge2_ros.inference.factory import PredictorOptions
+from moge2_ros.io.msg_codec import distortion_note
 from moge2_ros.pipeline.frame import FrameConfig, FramePipeline, decode_rgb
 
 __all__ = ["BagInferOptions", "BagInferReport", "output_topics", "run_bag_infer"]
@@ -431,7 +432,7 @@ def _infer_frame(bag: BagReader, writer: BagWriter, raw: RawMessage, infos: Came
     assert stamp is not None
     info = infos.at(stamp) if infos is not None else None
     try:
-        rgb = decode_rgb(msg, pipeline.predictor.max_pixels)
+        rgb = decode_rgb(msg, pipeline.predictor.pixel_limit())
         frame = pipeline.process(rgb, options.outputs(), camera_info=info)
     except InputError as exc:
         say(f"bag-infer: skipped the frame {raw.topic} at stamp {stamp} ns: {exc}")
@@ -443,6 +444,14 @@ def _infer_frame(bag: BagReader, writer: BagWriter, raw: RawMessage, infos: Came
         if text not in warned_info:
             warned_info.add(text)
             say(f"bag-infer: ignoring camera_info {infos.topic} ({text}): estimating the intrinsics")
+    if info is not None and "distortion" not in warned_info:
+        try:
+            note = distortion_note(info)
+        except InputError:  # a malformed D: the CameraInfo check reports what is wrong with the message
+            note = None
+        if note is not None:  # once per run: the images are used as if they were rectified
+            warned_info.add("distortion")
+            say(f"bag-infer: {note}")
     report.inference_s += frame.inference_s
 
     header = header_msg(stamp, str(msg.header.frame_id))

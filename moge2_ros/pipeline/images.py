@@ -183,7 +183,7 @@ def infer_image_file(
     reason = non_colour_reason(path)
     if reason:
         raise InputError(f"{path}: {reason}; infer takes colour (or 8-bit grey) camera images")
-    image = read_image_rgb(path)
+    image = read_image_rgb(path, predictor.pixel_limit())
     height, width = image.shape[:2]
     start = time.perf_counter()
     if intrinsics is not None:

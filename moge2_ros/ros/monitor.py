@@ -249,9 +249,9 @@ class Monitor(Node):
         if self.node_status is None:
             return ""
         level, message, values = self.node_status
-        counts = ", ".join(f"{values[k]} {k.replace('_', ' ')}" for k in ("received", "processed", "dropped",
-                                                                           "bad_input", "errors")
-                           if k in values and (k not in ("bad_input", "errors") or values[k] != "0"))
+        failures = ("bad_input", "over_budget", "errors")
+        counts = ", ".join(f"{values[k]} {k.replace('_', ' ')}" for k in ("received", "processed", "dropped", *failures)
+                           if k in values and (k not in failures or values[k] != "0"))
         return f"moge2_node {LEVELS.get(level, str(level))}: {message}" + (f" ({counts})" if counts else "")
 
     def details_text(self, now: float, window_s: float = WINDOW_S) -> str:

@@ -45,8 +45,9 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from ..errors import InputError, Moge2RosError
+from ..errors import BudgetError, InputError, Moge2RosError
 from ..inference.factory import PredictorOptions, load_predictor
+from ..io.msg_codec import distortion_note
 from ..pipeline.frame import FrameConfig, FramePipeline, decode_rgb
 from . import conversions as conv
 from .host_memory import keep_freed_memory
@@ -77,7 +78,8 @@ def predictor_options(cfg: dict[str, Any]) -> PredictorOptions:
     return PredictorOptions(
         model=cfg["model"] or None, device=cfg["device"], precision=cfg["precision"],
         resolution_level=cfg["resolution_level"], num_tokens=cfg["num_tokens"] or None,
-        edge_rtol=cfg["edge_rtol"] or None, depth_range=_depth_range(cfg), max_pixels=cfg["max_pixels"],
+        edge_rtol=cfg["edge_rtol"] or None, depth_range=_depth_range(cfg), max_pixels=cfg["max_pixels"] or None,
+        memory_budget_mb=cfg["memory_budget_mb"] or None,
         backend=cfg["backend"], onnx_path=(cfg["onnx_path"] or None) if onnx else None,
         onnx_providers=tuple(cfg["onnx_providers"]), onnx_cache_dir=cfg["onnx_cache_dir"] or None,
         compile=cfg["compile"], cuda_graphs=cfg["cuda_graphs"], channels_last=cfg["channels_last"],
@@ -112,6 +114,7 @@ class Moge2Node(Node):
             say=lambda note: self.get_logger().warning(f"parameter 'model' is empty: {note}"))
         if self._predictor.budget_note:
             self.get_logger().info(self._predictor.budget_note)
+        self.get_logger().info(self._predictor.budget.describe(self._predictor.num_tokens))
         self._apply_dynamic(self._predictor, self.cfg)
         self._pipeline = FramePipeline(self._predictor, frame_config(self.cfg))
 
@@ -123,6 +126,7 @@ class Moge2Node(Node):
         self._slot_lock = threading.Condition()
         self._slot: tuple[Any, float] | None = None
         self._camera_info: CameraInfo | None = None
+        self._distortion_warned = False
         self._stop = False
 
         in_qos = qos_profile_sensor_data if self.cfg["input_qos"] == "sensor_data" else QoSProfile(
@@ -161,26 +165,34 @@ class Moge2Node(Node):
         predictor.num_tokens = predictor.budget_for(cfg["num_tokens"] or None, cfg["resolution_level"])
         predictor.edge_rtol = cfg["edge_rtol"] or None
         predictor.depth_range = _depth_range(cfg)
-        predictor.max_pixels = cfg["max_pixels"]
+        predictor.max_pixels = cfg["max_pixels"] or None
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         new = dict(self.cfg)
         for p in params:
             reason = check_value(p.name, p.value)
             if reason:
-                return SetParametersResult(successful=False, reason=short_reason(reason))
+                return self._refuse(reason)
             new[p.name] = p.value
         if new["min_depth"] and new["max_depth"] and new["min_depth"] >= new["max_depth"]:
-            return SetParametersResult(successful=False, reason="min_depth must be smaller than max_depth")
+            return self._refuse("min_depth must be smaller than max_depth")
         try:
             frame = frame_config(new)
-            self._predictor.budget_for(new["num_tokens"] or None, new["resolution_level"])  # a static export refuses
+            # The token count and the image limit must fit the memory budget together (a static export also
+            # refuses other token counts).
+            tokens = self._predictor.budget_for(new["num_tokens"] or None, new["resolution_level"])
+            self._predictor.check_max_pixels(new["max_pixels"] or None, tokens)
         except InputError as exc:
-            return SetParametersResult(successful=False, reason=short_reason(str(exc)))
+            return self._refuse(str(exc))
         with self._cfg_lock:
             self.cfg = new
             self._pipeline.configure(frame)
         return SetParametersResult(successful=True)
+
+    def _refuse(self, reason: str) -> SetParametersResult:
+        """A refused parameter change: counted (``rejected_params``) and answered with a short reason."""
+        self.stats.on_rejected_params()
+        return SetParametersResult(successful=False, reason=short_reason(reason))
 
     # ------------------------------------------------------------------------------------------------ callbacks
     def _on_image(self, msg: Any) -> None:
@@ -195,6 +207,14 @@ class Moge2Node(Node):
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
+        if not self._distortion_warned:
+            try:
+                note = distortion_note(msg)
+            except InputError:  # a malformed D: the per-frame CameraInfo check counts and reports the message
+                note = None
+            if note is not None:  # once per node: the image is used as if it were rectified
+                self._distortion_warned = True
+                self.get_logger().warning(note)
 
     # ------------------------------------------------------------------------------------------------ worker
     def _run_worker(self) -> None:
@@ -215,6 +235,9 @@ class Moge2Node(Node):
             last_start = time.monotonic()
             try:
                 self._process(msg, received)
+            except BudgetError as exc:  # refused before anything frame-sized was allocated
+                self.stats.on_failure("over_budget", str(exc))
+                self.get_logger().warning(f"skipped a frame: {exc}", throttle_duration_sec=LOG_THROTTLE_S)
             except Moge2RosError as exc:
                 self.stats.on_failure("bad_input", str(exc))
                 self.get_logger().warning(f"skipped a frame: {exc}", throttle_duration_sec=LOG_THROTTLE_S)
@@ -250,7 +273,7 @@ class Moge2Node(Node):
         with self._cfg_lock:
             cfg = self.cfg
         self._apply_dynamic(self._predictor, cfg)
-        rgb = decode_rgb(msg, cfg["max_pixels"])
+        rgb = decode_rgb(msg, self._predictor.pixel_limit())  # the header's size is checked before decoding
         info = self._camera_info
         frame = self._pipeline.process(rgb, self._wanted(cfg), camera_info=info)
         if frame is None:
@@ -295,6 +318,7 @@ class Moge2Node(Node):
         info = {
             "backend": self.cfg["backend"], "device": str(self._predictor.device), "precision": self.cfg["precision"],
             "model": self._predictor.model_id, "num_tokens": self._predictor.num_tokens,
+            "memory_budget_mb": self._predictor.budget.budget_mb, "max_pixels": self._predictor.pixel_limit(),
         }
         values = {**info, **snap}
         status.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]

@@ -11,6 +11,7 @@ Kinds of parameters:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,15 +58,21 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("pinned_memory", False, "backend=torch on CUDA: pinned host memory for image uploads.", restart=True),
     ParamSpec("resolution_level", 9, "Token budget level 0..9 inside the model's num_tokens_range (9 = most detail).",
               int_range=(0, 9)),
-    ParamSpec("num_tokens", 0, "Explicit ViT token budget (0 = use resolution_level).", int_range=(0, 100000)),
+    ParamSpec("num_tokens", 0, "Explicit ViT token budget (0 = use resolution_level); at most 4x the model's "
+              "trained maximum and within memory_budget_mb.", int_range=(0, 100000)),
     # input
     ParamSpec("image_transport", "raw", "Subscribe to 'image' (raw) or 'image/compressed' (compressed).",
               restart=True, choices=("raw", "compressed")),
     ParamSpec("input_qos", "sensor_data", "QoS of the image and camera_info subscriptions: sensor_data (best effort) "
               "or reliable. A best-effort subscription also connects to reliable publishers.", restart=True,
               choices=("sensor_data", "reliable")),
-    ParamSpec("max_pixels", DEFAULT_MAX_PIXELS, "Largest accepted input image (pixels); larger frames are rejected.",
-              int_range=(4, 400_000_000)),
+    ParamSpec("memory_budget_mb", 0.0, "Working memory one frame may use above the loaded model, MiB (0 = the "
+              "device's default: 2048 on a CPU, or a quarter of its memory if less; half the free memory on CUDA). "
+              "Images, num_tokens and max_pixels are checked against it before a frame is processed.",
+              restart=True, float_range=(0.0, 1e7)),
+    ParamSpec("max_pixels", 0, "Largest accepted input image (pixels; 0 = what memory_budget_mb allows at the "
+              "current token count); larger frames are rejected before decoding.",
+              int_range=(0, DEFAULT_MAX_PIXELS)),
     ParamSpec("max_rate_hz", 0.0, "Process at most this many frames per second (0 = as fast as possible).",
               float_range=(0.0, 1000.0)),
     # intrinsics
@@ -148,6 +155,7 @@ def check_value(name: str, value: Any) -> str | None:
         return short_reason(f"'{name}' must be one of {list(spec.choices)}, got {short(value)}")
     if name == "fixed_intrinsics":
         values = list(value)
-        if len(values) != 4 or not all(v == v for v in values) or any(v <= 0 for v in values[:2]):
-            return "'fixed_intrinsics' must be [fx, fy, cx, cy] with fx, fy > 0"
+        if len(values) != 4 or not all(math.isfinite(v) for v in values) or any(v <= 0 for v in values[:2]):
+            return short_reason(f"'fixed_intrinsics' must be [fx, fy, cx, cy], finite, with fx, fy > 0, got "
+                                f"{short(values)}")
     return None

@@ -110,7 +110,8 @@ class DemoMonitor(Monitor):
         s = self.node_values()
         if not s:
             return ""
-        failed = ", ".join(f"{s[k]} {k.replace('_', ' ')}" for k in ("bad_input", "errors") if s.get(k, "0") != "0")
+        failed = ", ".join(f"{s[k]} {k.replace('_', ' ')}" for k in ("bad_input", "over_budget", "errors")
+                           if s.get(k, "0") != "0")
         return (f"moge2_node: {s.get('received', '?')} frames received, {s.get('processed', '?')} processed, "
                 f"{s.get('dropped', '?')} dropped (it keeps only the newest frame){', ' + failed if failed else ''}, "
                 f"inference p50 {s.get('inference_p50_ms', '?')} ms")

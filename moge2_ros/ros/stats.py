@@ -13,9 +13,10 @@ class PipelineStats:
     """Thread-safe counters and a sliding window of event times / latencies.
 
     Counters: ``received`` (frames arrived), ``processed`` (frames published), ``dropped`` (frames overwritten
-    before processing: the latest-frame policy), ``bad_input`` (rejected messages), ``errors`` (frames that
-    failed for another reason).  Rates, percentiles and ``recent_failures`` (frames lost to bad_input or errors)
-    are computed over the last ``window_s`` seconds.
+    before processing: the latest-frame policy), ``bad_input`` (rejected messages), ``over_budget`` (frames refused
+    by the memory budget or the image size limit, before decoding), ``errors`` (frames that failed for another
+    reason), ``rejected_params`` (refused parameter changes).  Rates, percentiles and ``recent_failures`` (frames
+    lost to bad_input, over_budget or errors) are computed over the last ``window_s`` seconds.
     """
 
     def __init__(self, window_s: float = 10.0, max_samples: int = 10000) -> None:
@@ -24,7 +25,8 @@ class PipelineStats:
         self._received: deque[float] = deque(maxlen=max_samples)
         self._processed: deque[tuple[float, float, float]] = deque(maxlen=max_samples)  # (t, latency, inference)
         self._failed: deque[float] = deque(maxlen=max_samples)
-        self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad_input": 0, "errors": 0}
+        self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad_input": 0, "over_budget": 0, "errors": 0,
+                       "rejected_params": 0}
         self.last_error = ""
         self._t0 = time.monotonic()
 
@@ -42,8 +44,12 @@ class PipelineStats:
             self.counts["processed"] += 1
             self._processed.append((time.monotonic() if now is None else now, latency_s, inference_s))
 
+    def on_rejected_params(self) -> None:
+        with self._lock:
+            self.counts["rejected_params"] += 1
+
     def on_failure(self, kind: str, message: str, now: float | None = None, frame: bool = True) -> None:
-        """``kind`` is 'bad_input' or 'errors'; ``frame`` False for a problem that did not cost the frame (an
+        """``kind`` is 'bad_input', 'over_budget' or 'errors'; ``frame`` False for a problem that did not cost the frame (an
         ignored camera_info): counted, but not in ``recent_failures``."""
         with self._lock:
             self.counts[kind] += 1

@@ -44,6 +44,7 @@ class _Counting:
     def __init__(self, predictor: Any, interrupt_at: int | None = None) -> None:
         self.inner, self.calls, self.interrupt_at = predictor, 0, interrupt_at
         self.max_pixels, self.model_id = predictor.max_pixels, predictor.model_id
+        self.pixel_limit = predictor.pixel_limit
 
     def predict(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
