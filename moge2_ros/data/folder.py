@@ -140,7 +140,10 @@ def _read_intrinsics(path: Path, width: int, height: int) -> np.ndarray:
     if (cam.width is not None and cam.width != width) or (cam.height is not None and cam.height != height):
         raise DatasetError(f"{path}: intrinsics are for a {cam.width}x{cam.height} image, but the RGB image is "
                            f"{width}x{height}")
-    return np.array([[cam.fx, 0.0, cam.cx], [0.0, cam.fy, cam.cy], [0.0, 0.0, 1.0]], dtype=np.float64)
+    try:  # plausible for this frame's size (field of view, principal point): io.plausibility
+        return cam.matrix_for(width, height, "the RGB image")
+    except InputError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _read_mono8(path: Path, shape: tuple[int, int]) -> np.ndarray:

@@ -192,3 +192,19 @@ def test_hidden_and_unrelated_files_are_ignored(tmp_path) -> None:
     assert list_stems(tmp_path) == ["f"]
     assert len(FolderDataset(tmp_path)) == 1
     assert set(PROVENANCE.values()) == {0, 1, 2, 3}
+
+
+def test_intrinsics_implausible_for_the_frame_are_refused(tmp_path):
+    """A calibration file without an image size is checked against each frame: fx = 1 px on a 64 px wide image
+    is a 176 deg view, beyond the plausible 175."""
+    import json
+
+    from moge2_ros.data.folder import _read_intrinsics
+    from moge2_ros.errors import DatasetError
+
+    path = tmp_path / "intrinsics.json"
+    path.write_text(json.dumps({"fx": 1.0, "fy": 1.0, "cx": 31.5, "cy": 23.5}))
+    with pytest.raises(DatasetError, match="field of view"):
+        _read_intrinsics(path, 64, 48)
+    path.write_text(json.dumps({"fx": 60.0, "fy": 60.0, "cx": 31.5, "cy": 23.5}))
+    np.testing.assert_array_equal(_read_intrinsics(path, 64, 48), [[60, 0, 31.5], [0, 60, 23.5], [0, 0, 1]])
