@@ -43,6 +43,8 @@ __all__ = [
 
 _SQRT_EPS64 = float(torch.finfo(torch.float64).eps) ** 0.5  # scipy's 2-point relative step, 1.4901161193847656e-08
 _PW_BLOCK = 128  # numpy's PW_BLOCKSIZE (pairwise summation leaf size)
+_EPS64 = float(torch.finfo(torch.float64).eps)  # MINPACK dpmpar(1)
+_DWARF = float(torch.finfo(torch.float64).tiny)  # MINPACK dpmpar(2), the smallest normal magnitude
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -260,75 +262,185 @@ def _enorm(x: torch.Tensor) -> torch.Tensor:
     return _seq_sum(x * x).sqrt()
 
 
+def _lmpar(rdiag: torch.Tensor, diag: torch.Tensor, qtf: torch.Tensor, delta: torch.Tensor, par: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """MINPACK ``lmpar`` (with ``qrsolv``) for one unknown, batched: the Levenberg-Marquardt parameter ``par`` and
+    the step ``x`` (MINPACK's direction, the step taken is ``-x``) for the 1x1 ``R = rdiag``, scaling ``diag``,
+    ``qtf`` and trust radius ``delta``; ``par`` is the previous value (the starting guess).
+
+    The Gauss-Newton step ``qtf / rdiag`` is taken (``par = 0``) when ``|diag * x| - delta <= 0.1 delta``;
+    otherwise ``par`` is iterated (at most 10 times) on ``|diag * x(par)| = delta`` with MINPACK's bounds
+    ``parl`` / ``paru`` and Newton corrections, ``x(par)`` coming from ``qrsolv``'s Givens rotation of
+    ``[R; sqrt(par) diag]``.  Every operation is MINPACK's, in its order, so the values are bit-identical.
+    """
+    zero = torch.zeros((), dtype=rdiag.dtype, device=rdiag.device)
+    nonsingular = rdiag != 0
+    x = torch.where(nonsingular, qtf / rdiag.where(nonsingular, 1.0), zero)
+    dxnorm = (diag * x).abs()
+    fp = dxnorm - delta
+    gauss_newton = fp <= 0.1 * delta
+    loop = ~gauss_newton
+    if rdiag.device.type == "cpu" and not bool(loop.any()):
+        return x, torch.zeros_like(par)  # every step is Gauss-Newton (the usual case): nothing to iterate
+    safe_dx = dxnorm.where(loop, 1.0)
+    temp = (diag * ((diag * x) / safe_dx) / rdiag.where(nonsingular, 1.0)).abs()
+    parl = torch.where(nonsingular & loop, ((fp / delta) / temp) / temp, zero)
+    gnorm = ((rdiag * qtf) / diag).abs()
+    paru = gnorm / delta
+    paru = torch.where(paru == 0, _DWARF / torch.clamp(delta, max=0.1), paru)
+    par = torch.minimum(torch.maximum(par, parl), paru)
+    par = torch.where(par == 0, gnorm / safe_dx, par)
+    for it in range(10):
+        par = torch.where(loop & (par == 0), torch.clamp(0.001 * paru, min=_DWARF), par)
+        sd = torch.sqrt(par) * diag
+        # qrsolv: one Givens rotation eliminates sqrt(par) * diag below R
+        big = rdiag.abs() >= sd.abs()
+        tan = sd / rdiag.where(big, 1.0)
+        cos_a = 0.5 / torch.sqrt(0.25 + 0.25 * (tan * tan))
+        cotan = rdiag / sd.where(~big, 1.0)
+        sin_b = 0.5 / torch.sqrt(0.25 + 0.25 * (cotan * cotan))
+        cos = torch.where(big, cos_a, sin_b * cotan)
+        sin = torch.where(big, cos_a * tan, sin_b)
+        rotate = sd != 0
+        sdiag = torch.where(rotate, cos * rdiag + sin * sd, rdiag)
+        wa = torch.where(rotate, cos * qtf, qtf)
+        x_new = torch.where(sdiag != 0, wa / sdiag.where(sdiag != 0, 1.0), zero)
+        dx_new = (diag * x_new).abs()
+        fp_prev, fp_new = fp, dx_new - delta
+        done = ((fp_new.abs() <= 0.1 * delta) | ((parl == 0) & (fp_new <= fp_prev) & (fp_prev < 0))
+                | torch.full_like(loop, it == 9))
+        temp = (diag * ((diag * x_new) / dx_new.where(dx_new != 0, 1.0)) / sdiag.where(sdiag != 0, 1.0)).abs()
+        parc = ((fp_new / delta) / temp) / temp
+        parl_new = torch.where(fp_new > 0, torch.maximum(parl, par), parl)
+        paru_new = torch.where(fp_new < 0, torch.minimum(paru, par), paru)
+        step = loop & ~done
+        x = torch.where(loop, x_new, x)
+        fp = torch.where(loop, fp_new, fp)
+        parl = torch.where(step, parl_new, parl)
+        paru = torch.where(step, paru_new, paru)
+        par = torch.where(step, torch.maximum(parl_new, par + parc), par)
+        loop = step
+        if rdiag.device.type == "cpu" and not bool(loop.any()):
+            break
+    return x, torch.where(gauss_newton, zero, par)
+
+
 def _loose_lm_shift(
     residual: _Residual,
     active: torch.Tensor,
     max_iter: int,
     ftol: float = 1e-3,
+    xtol: float = 1e-8,
     gtol: float = 1e-8,
+    max_nfev: int = 100,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replica of ``scipy.optimize.least_squares(fn, x0=0, ftol=1e-3, method='lm')`` (MINPACK ``lmder``) for
-    one scalar unknown, batched.
+    """Replica of ``scipy.optimize.least_squares(fn, x0=0, ftol=1e-3, method='lm')`` (MINPACK ``lmder`` with
+    ``mode = 1`` scaling, ``factor = 100``, scipy's default ``xtol = gtol = 1e-8`` and ``max_nfev = 100``) for one
+    scalar unknown, batched.
 
     Per element, starting at ``s = 0`` with ``r = r(s)``, ``|r|`` = MINPACK ``enorm`` (sequential sums):
 
-    * Jacobian column by scipy's 2-point rule: ``h = sqrt(eps) * sign(s) * max(1, |s|)`` (sign(0) = +1),
-      ``h = (s + h) - s``, ``J = (r(s + h) - r) / h``;
-    * MINPACK's Householder QR of the single column: ``alpha = +-|J|`` (sign of ``J[0]``), ``a = J / alpha``,
-      ``a[0] += 1``, ``qtf = r[0] - a[0] * (sum(a * r) / a[0])``, ``R = -alpha``; the gtol test
-      ``|R * qtf / |r|| / |J| <= gtol`` stops at the current point (also when J or r vanish);
-    * the Gauss-Newton step ``p = -qtf / R`` (the LM damping is never active for this problem: the initial trust
-      radius is 100 and later radii, 2 |p_prev|, exceed the shrinking steps - not replicated);
-    * ``actred = 1 - (|r(s+p)| / |r|)^2`` (``-1`` unless ``0.1 |r(s+p)| < |r|``), ``prered = (|R p| / |r|)^2``,
-      ``ratio = actred / prered``; the step is accepted if ``ratio >= 1e-4``;
-    * stop after the step if ``|actred| <= ftol and prered <= ftol and ratio <= 2`` (MINPACK info 1, returned as
-      scipy status 2); a rejected step also stops, at the current point (MINPACK would retry with a smaller
-      trust region; never needed on the reference solves).
+    * after ``s`` changed (and at the start): the Jacobian column by scipy's 2-point rule,
+      ``h = sqrt(eps) * sign(s) * max(1, |s|)`` (sign(0) = +1), ``h = (s + h) - s``, ``J = (r(s + h) - r) / h``;
+      MINPACK's Householder QR of the column: ``alpha = +-|J|`` (sign of ``J[0]``), ``a = J / alpha``,
+      ``a[0] += 1``, ``qtf = r[0] - a[0] * (sum(a * r) / a[0])``, ``R = -alpha``; the column scaling ``diag`` is
+      ``|J|`` at the first Jacobian (1 if zero), then ``max(diag, |J|)``; the first trust radius is
+      ``100 * |diag * s|`` (100 at ``s = 0``); the gtol test ``|R * qtf / |r|| / |J| <= gtol`` stops;
+    * the step ``p = -x`` from :func:`_lmpar` (Gauss-Newton inside the trust region, else damped), its scaled
+      norm ``pnorm = |diag * p|`` (before the first success the radius becomes ``min(delta, pnorm)``);
+    * ``actred = 1 - (|r(s+p)| / |r|)^2`` (``-1`` unless ``0.1 |r(s+p)| < |r|``),
+      ``prered = (|R p| / |r|)^2 + 2 (sqrt(par) pnorm / |r|)^2``, ``ratio = actred / prered``; the radius and
+      ``par`` are updated by MINPACK's rules; the step is accepted if ``ratio >= 1e-4``, otherwise the next
+      inner iteration retries from the same point with the smaller radius;
+    * stop when ``|actred| <= ftol and prered <= ftol and ratio <= 2`` (MINPACK info 1, scipy status 2), when
+      ``delta <= xtol |diag * s|`` (info 2), or on MINPACK's machine-precision and evaluation-count tests.
 
-    This reproduces the official evaluation sequence bit-for-bit on CPU.  ``max_iter`` iterations run with
+    This reproduces the official evaluation sequence bit-for-bit on CPU, including the damped steps of
+    ill-conditioned maps (e.g. an untrained model's).  ``max_iter`` trial points (inner iterations) at most, with
     per-element freezing (no host sync on accelerators; on CPU the loop exits once every element stopped).
 
     Returns:
         ``s`` ``(B,)`` float64 and the trial points ``(max_iter, B)`` (NaN where the element had already stopped).
     """
     batch = active.shape[0]
-    s = torch.zeros(batch, dtype=torch.float64, device=active.device)
+    device = active.device
+    s = torch.zeros(batch, dtype=torch.float64, device=device)
     r = residual(s).reshape(batch, -1)
     fnorm = _enorm(r)
+    nfev = 1
+    par = torch.zeros_like(s)
+    diag = torch.ones_like(s)
+    delta = torch.zeros_like(s)
+    xnorm = torch.zeros_like(s)
+    rdiag, qtf, acnorm, gnorm = (torch.zeros_like(s) for _ in range(4))
+    first = torch.ones(batch, dtype=torch.bool, device=device)  # no successful step yet (MINPACK iter == 1)
+    need_jac = active.clone()
     trials = []
     for _ in range(max_iter):
-        h = _SQRT_EPS64 * torch.where(s >= 0, 1.0, -1.0) * s.abs().clamp_min(1.0)
-        h = (s + h) - s
-        jac = (residual(s + h).reshape(batch, -1) - r) / h[:, None]
-        acnorm = _enorm(jac)
-        alpha = torch.where(jac[:, 0] < 0, -acnorm, acnorm)
-        has_jac = acnorm != 0
-        a = jac / alpha.where(has_jac, 1.0)[:, None]
-        a[:, 0] += 1.0  # ``a`` is a fresh tensor
-        a0 = a[:, 0]
-        qtf = r[:, 0] + a0 * (-_seq_sum(a * r) / a0)
-        rdiag = -alpha
-        nondegenerate = has_jac & (fnorm != 0)
-        cosine = rdiag * (qtf / fnorm.where(nondegenerate, 1.0)) / acnorm.where(nondegenerate, 1.0)
-        gnorm = torch.where(nondegenerate, cosine.abs(), 0.0)
-        active = active & (gnorm > gtol)  # NaN stops as well
-        p = torch.where(active, -(qtf / rdiag.where(active, 1.0)), 0.0)
+        if s.device.type != "cpu" or bool(need_jac.any()):
+            h = _SQRT_EPS64 * torch.where(s >= 0, 1.0, -1.0) * s.abs().clamp_min(1.0)
+            h = (s + h) - s
+            jac = (residual(s + h).reshape(batch, -1) - r) / h[:, None]
+            col = _enorm(jac)
+            alpha = torch.where(jac[:, 0] < 0, -col, col)
+            has_jac = col != 0
+            a = jac / alpha.where(has_jac, 1.0)[:, None]
+            a[:, 0] += 1.0  # ``a`` is a fresh tensor
+            a0 = a[:, 0]
+            qtf_new = torch.where(has_jac, r[:, 0] + a0 * (-_seq_sum(a * r) / a0), r[:, 0])
+            rdiag_new = -alpha
+            nondegenerate = has_jac & (fnorm != 0)
+            cosine = rdiag_new * (qtf_new / fnorm.where(nondegenerate, 1.0)) / col.where(nondegenerate, 1.0)
+            gnorm_new = torch.where(nondegenerate, cosine.abs(), 0.0)
+            init = need_jac & first  # first Jacobian: scaling and trust radius
+            diag = torch.where(init, torch.where(has_jac, col, 1.0), diag)
+            start_radius = 100.0 * (diag * s).abs()
+            delta = torch.where(init, torch.where(start_radius == 0, 100.0, start_radius), delta)
+            xnorm = torch.where(init, (diag * s).abs(), xnorm)
+            rdiag, qtf, acnorm, gnorm = (torch.where(need_jac, new, old) for new, old in
+                                         ((rdiag_new, rdiag), (qtf_new, qtf), (col, acnorm), (gnorm_new, gnorm)))
+            active = active & ~(need_jac & ~(gnorm > gtol))  # info 4 (NaN stops as well)
+            diag = torch.where(need_jac, torch.maximum(diag, acnorm), diag)
+            need_jac = torch.zeros_like(need_jac)
+        x, par_new = _lmpar(rdiag, diag, qtf, delta, par)
+        par = torch.where(active, par_new, par)
+        p = torch.where(active, -x, 0.0)
+        pnorm = (diag * p).abs()
+        delta = torch.where(active & first, torch.minimum(delta, pnorm), delta)
         s_trial = s + p
         r_trial = residual(s_trial).reshape(batch, -1)
+        nfev += 1
         fnorm_trial = _enorm(r_trial)
         safe_fnorm = fnorm.where(fnorm > 0, 1.0)
         ratio_f = fnorm_trial / safe_fnorm
         actred = torch.where(0.1 * fnorm_trial < fnorm, 1.0 - ratio_f * ratio_f, -1.0)
         temp1 = (rdiag * p).abs() / safe_fnorm
-        prered = temp1 * temp1
+        temp2 = (torch.sqrt(par) * pnorm) / safe_fnorm
+        prered = temp1 * temp1 + temp2 * temp2 / 0.5
+        dirder = -(temp1 * temp1 + temp2 * temp2)
         ratio = torch.where(prered != 0, actred / prered.where(prered != 0, 1.0), 0.0)
+        # trust radius and LM parameter (MINPACK lmder, "update the step bound")
+        shrink = ratio <= 0.25
+        temp = torch.where(actred >= 0, 0.5, (0.5 * dirder) / (dirder + 0.5 * actred))
+        temp = torch.where((0.1 * fnorm_trial >= fnorm) | (temp < 0.1), 0.1, temp)
+        grow = ~shrink & ~((par != 0) & (ratio < 0.75))
+        delta_new = torch.where(shrink, temp * torch.minimum(delta, pnorm / 0.1), torch.where(grow, pnorm / 0.5, delta))
+        par_upd = torch.where(shrink, par / temp, torch.where(grow, 0.5 * par, par))
+        delta = torch.where(active, delta_new, delta)
+        par = torch.where(active, par_upd, par)
         accept = active & (ratio >= 1e-4)
         trials.append(torch.where(active, s_trial, torch.nan))
         s = torch.where(accept, s_trial, s)
         r = torch.where(accept[:, None], r_trial, r)
         fnorm = torch.where(accept, fnorm_trial, fnorm)
-        converged = (actred.abs() <= ftol) & (prered <= ftol) & (0.5 * ratio <= 1.0)
-        active = accept & ~converged
+        xnorm = torch.where(accept, (diag * s).abs(), xnorm)
+        first = first & ~accept
+        need_jac = accept
+        small_pred = (prered <= ftol) & (0.5 * ratio <= 1.0)
+        done = ((actred.abs() <= ftol) & small_pred) | (delta <= xtol * xnorm)  # info 1, 2, 3
+        done |= ((actred.abs() <= _EPS64) & (prered <= _EPS64) & (0.5 * ratio <= 1.0)) | (delta <= _EPS64 * xnorm)
+        done |= (gnorm <= _EPS64) | torch.full_like(done, nfev >= max_nfev)  # info 8, 5
+        active = active & ~done
         if s.device.type == "cpu" and not bool(active.any()):
             break  # free on CPU; on accelerators the fixed count avoids a host round trip per iteration
     trials += [torch.full_like(s, torch.nan)] * (max_iter - len(trials))
