@@ -151,10 +151,11 @@ def _worker_command(kind: str, cmd: dict[str, Any], state: dict[str, Any], np: A
         return {}
     if op == "run":
         fn = _method(kind, cmd["method"], state, torch)
+        clock = time.process_time if cmd.get("clock") == "cpu" else time.perf_counter
         with torch.inference_mode():
-            t0 = time.perf_counter()
+            t0 = clock()
             result = fn()
-            elapsed = time.perf_counter() - t0
+            elapsed = clock() - t0
         if cmd.get("save"):
             _save_outputs(cmd["method"], result, cmd["save"], np, torch)
         return {"ms": 1000.0 * elapsed}
@@ -348,7 +349,7 @@ def measure(config: str, tokens: int, workers: dict[str, Worker], args: argparse
     owner = {"official_infer": workers["official"], "ours_predict": workers["ours"], "ours_infer": workers["ours"]}
     for _ in range(args.warmup):
         for m in METHODS:
-            owner[m].ask(cmd="run", method=m)
+            owner[m].ask(cmd="run", method=m, clock=args.clock)
     samples: dict[str, list[float]] = {m: [] for m in METHODS}
     saved: dict[str, Path] = {}
     load = [os.getloadavg()[0]]
@@ -359,12 +360,12 @@ def measure(config: str, tokens: int, workers: dict[str, Worker], args: argparse
             if rep == 0:
                 saved[m] = tmp / f"{config}_{tokens}_{m}.npz"
                 save = str(saved[m])
-            samples[m].append(owner[m].ask(cmd="run", method=m, save=save)["ms"])
+            samples[m].append(owner[m].ask(cmd="run", method=m, save=save, clock=args.clock)["ms"])
         load.append(os.getloadavg()[0])
         log(f"{config} @ {tokens}: rep {rep + 1}/{args.repeats}: "
             + ", ".join(f"{METHOD_LABEL[m]} {samples[m][-1]:.0f} ms" for m in METHODS))
-    row: dict[str, Any] = {"config": config, "tokens": tokens, "checkpoint": str(checkpoint),
-                           "samples_ms": samples, "load1": [min(load), max(load)]}
+    row: dict[str, Any] = {"config": config, "tokens": tokens, "checkpoint": str(checkpoint), "clock": args.clock,
+                           "threads": args.threads, "samples_ms": samples, "load1": [min(load), max(load)]}
     row["median_ms"] = {m: statistics.median(s) for m, s in samples.items()}
     row["min_ms"] = {m: min(s) for m, s in samples.items()}
     row["agreement"] = {m: agreement(saved["official_infer"], saved[m]) for m in ("ours_predict", "ours_infer")}
@@ -388,8 +389,9 @@ def print_report(rows: list[dict[str, Any]], info: dict[str, Any], versions: dic
     print(f"- official: dlr-moge {off['moge']}, dlr-utils3d {off['utils3d']}, torch {off['torch']}, "
           f"numpy {off['numpy']}, scipy {off['scipy']} ({off['threads']} threads); ours: moge2_ros "
           f"{ours['moge2_ros']}, torch {ours['torch']}, numpy {ours['numpy']} ({ours['threads']} threads)")
+    clock = "wall-clock time" if args.clock == "wall" else "CPU time of the worker process (all threads)"
     print(f"- input {WIDTH}x{HEIGHT} uint8 RGB noise (seed 0), fp32, batch 1; {args.warmup} warm-up call(s) per "
-          f"method, then {args.repeats} timed calls per method, interleaved; date {info['date']}\n")
+          f"method, then {args.repeats} timed calls per method, interleaved; {clock}; date {info['date']}\n")
     print("| config | tokens | official infer ms | ours predict ms | ours infer ms | official / ours predict "
           "| official / ours infer | depth AbsRel predict | depth AbsRel infer | mask differs | fov Δ deg | valid "
           "| load |")
@@ -435,6 +437,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per method first (default 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads on both sides (default: the usable CPUs)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time (default); cpu: the worker's CPU time (all its threads), which other "
+                        "processes on a busy machine disturb much less, best with --threads 1")
     p.add_argument("--venv", type=Path, default=DEFAULT_VENV, help=f"benchmark virtualenv (default {DEFAULT_VENV})")
     p.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS,
                    help=f"where the random official-format checkpoints are written once (default {DEFAULT_WEIGHTS})")
@@ -460,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.setup_only:
         print(f"benchmark virtualenv ready: {python}")
         return 0
-    threads = args.threads or len(os.sched_getaffinity(0))
+    threads = args.threads = args.threads or len(os.sched_getaffinity(0))
     import numpy as np
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "XFORMERS_DISABLED": "1", "HF_HUB_OFFLINE": "1"}
