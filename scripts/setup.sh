@@ -19,14 +19,14 @@
 #   PYTHON               interpreter to use (must be 3.10-3.12)
 #   MOGE2_TORCH_PIP_ARGS pip arguments for torch (default: torch==2.13.0), e.g. for a CUDA build:
 #                        "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
-#   MOGE2_EXTRAS         extras to install (default: test,hub,exr)
+#   MOGE2_EXTRAS         extras to install (default: test,hub,exr,onnx,bags,train,refine,report,cameras)
 #   MOGE2_ROS            1 (default): install the ROS 2 wheels and build the messages; 0: skip both
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 TORCH_PIP_ARGS="${MOGE2_TORCH_PIP_ARGS:-torch==2.13.0}"
-EXTRAS="${MOGE2_EXTRAS:-test,hub,exr,onnx,bags,train,refine,report}"
+EXTRAS="${MOGE2_EXTRAS:-test,hub,exr,onnx,bags,train,refine,report,cameras}"
 # ROS 2 Jazzy from pip wheels (see ../shared/notes/ROS_PIP.md): pinned through the ros-jazzy-* meta-packages.
 ROS_WHEELS='ros-jazzy-rclpy[fastrtps] ros-jazzy-sensor-msgs ros-jazzy-std-msgs ros-jazzy-diagnostic-msgs'
 USE_ROS="${MOGE2_ROS:-1}"

@@ -76,14 +76,16 @@ def compressed_msg(header: Any, fmt: str, data: bytes) -> Any:
 
 
 def camera_info_msg(header: Any, fields: CameraInfoFields) -> Any:
-    """``sensor_msgs/CameraInfo`` from :func:`moge2_ros.io.msg_codec.encode_camera_info` (no binning, no ROI)."""
+    """``sensor_msgs/CameraInfo`` from :class:`moge2_ros.io.msg_codec.CameraInfoFields` (binning and ROI as given)."""
     types = _types()
-    roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    x_offset, y_offset, width, height = fields.roi
+    roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=x_offset, y_offset=y_offset, height=height, width=width,
+                                                    do_rectify=False)
     return types[CAMERA_INFO](
         header=header, height=fields.height, width=fields.width, distortion_model=fields.distortion_model,
         d=np.asarray(fields.d, dtype=np.float64), k=np.asarray(fields.k, dtype=np.float64),
         r=np.asarray(fields.r, dtype=np.float64), p=np.asarray(fields.p, dtype=np.float64),
-        binning_x=0, binning_y=0, roi=roi,
+        binning_x=fields.binning_x, binning_y=fields.binning_y, roi=roi,
     )
 
 

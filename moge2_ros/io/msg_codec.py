@@ -44,6 +44,9 @@ __all__ = [
     "ConversionError",
     "GeometryFields",
     "ImageFields",
+    "CameraInfoLayout",
+    "camera_info_fields",
+    "camera_info_layout",
     "check_camera_info",
     "decode_cloud_xyz",
     "decode_compressed_rgb",
@@ -582,61 +585,117 @@ def k_matrix(values: Any, what: str) -> npt.NDArray[np.float64]:
     return k
 
 
-def check_camera_info(msg: Any, width: int, height: int) -> npt.NDArray[np.float64]:
-    """The intrinsic matrix K of the fields of a ``sensor_msgs/CameraInfo``, checked against its image.
+@dataclass(frozen=True)
+class CameraInfoLayout:
+    """Where an image lies on the sensor a ``sensor_msgs/CameraInfo`` was calibrated for (image_geometry).
 
-    K is used as given (pixel units, optical frame) once it is plausible for the image
-    (:func:`moge2_ros.io.plausibility.check_intrinsics`: fields of view, pixel aspect, principal point); the
-    distortion ``d`` is ignored (:func:`distortion_note` says so), so the image should be rectified (or distortion
-    negligible). ``msg.width``/``msg.height`` must equal the image size; 0x0 (sent by some drivers) is accepted and
-    means "the image size". Binning and a region of interest are not supported yet and are rejected.
+    Attributes:
+        info_size: the message's ``(width, height)``: the full sensor resolution (the image size when 0x0).
+        binning: ``(binning_x, binning_y)``, 1 = none (the message's 0 means 1).
+        roi: ``(x_offset, y_offset, width, height)`` in full-resolution pixels; all zero = the full sensor.
+    """
+
+    info_size: tuple[int, int]
+    binning: tuple[int, int]
+    roi: tuple[int, int, int, int]
+
+
+def camera_info_layout(msg: Any, width: int, height: int) -> CameraInfoLayout:
+    """Check the size, binning and region of interest of a ``sensor_msgs/CameraInfo`` against its image.
+
+    The image is the ROI of the full sensor (``msg.width x msg.height``; ROI all zero = the full sensor), then
+    binned by ``binning_x x binning_y`` (0 or 1 = none): it must be ``roi.width / binning_x x roi.height /
+    binning_y`` pixels, the binning must divide the ROI's offset and size, and the ROI must lie inside the sensor.
+    A message of 0x0 without binning or ROI (sent by some drivers) means "the image size".
+
+    Raises:
+        ConversionError: one line starting ``camera_info``.
+    """
+    width = positive_int(width, "image width")
+    height = positive_int(height, "image height")
+    info_w = as_int(field(msg, "width", "camera_info"), "camera_info.width")
+    info_h = as_int(field(msg, "height", "camera_info"), "camera_info.height")
+    bin_x = as_int(field(msg, "binning_x", "camera_info"), "camera_info.binning_x")
+    bin_y = as_int(field(msg, "binning_y", "camera_info"), "camera_info.binning_y")
+    if bin_x < 0 or bin_y < 0:
+        raise ConversionError(f"camera_info: expected binning_x, binning_y >= 0, found {bin_x}x{bin_y}")
+    bin_x, bin_y = max(bin_x, 1), max(bin_y, 1)
+    roi = field(msg, "roi", "camera_info")
+    box = tuple(
+        as_int(field(roi, f, "camera_info.roi"), f"camera_info.roi.{f}")
+        for f in ("x_offset", "y_offset", "width", "height")
+    )
+    x_off, y_off, roi_w, roi_h = box
+    has_roi = box != (0, 0, 0, 0) and box != (0, 0, info_w, info_h)
+    if (info_w, info_h) == (0, 0) and not has_roi and (bin_x, bin_y) == (1, 1):
+        return CameraInfoLayout((width, height), (1, 1), (0, 0, 0, 0))
+    if info_w <= 0 or info_h <= 0:
+        raise ConversionError(f"camera_info: expected the calibrated size (width, height > 0) with binning or a "
+                              f"region of interest, found {info_w}x{info_h}")
+    if has_roi:
+        if roi_w <= 0 or roi_h <= 0 or x_off < 0 or y_off < 0 or x_off + roi_w > info_w or y_off + roi_h > info_h:
+            raise ConversionError(
+                f"camera_info.roi: expected a region inside the calibrated {info_w}x{info_h} image, found "
+                f"x_offset={x_off}, y_offset={y_off}, width={roi_w}, height={roi_h}"
+            )
+        area_w, area_h = roi_w, roi_h
+    else:
+        x_off = y_off = 0
+        area_w, area_h = info_w, info_h
+    if area_w % bin_x or area_h % bin_y or x_off % bin_x or y_off % bin_y:
+        raise ConversionError(
+            f"camera_info: binning {bin_x}x{bin_y} does not divide the {'region of interest' if has_roi else 'image'} "
+            f"{area_w}x{area_h}" + (f" at offset ({x_off}, {y_off})" if has_roi else "")
+        )
+    expected = (area_w // bin_x, area_h // bin_y)
+    if expected != (width, height):
+        what = f"the {area_w}x{area_h} region of interest" if has_roi else f"{info_w}x{info_h}"
+        binned = f" binned {bin_x}x{bin_y}" if (bin_x, bin_y) != (1, 1) else ""
+        raise ConversionError(
+            f"camera_info: expected the size of the image {width}x{height} (or 0x0), found {what}{binned} = "
+            f"{expected[0]}x{expected[1]}" if (has_roi or binned) else
+            f"camera_info: expected the size of the image {width}x{height} (or 0x0), found {info_w}x{info_h}"
+        )
+    return CameraInfoLayout((info_w, info_h), (bin_x, bin_y), (x_off, y_off, roi_w, roi_h) if has_roi else
+                            (0, 0, 0, 0))
+
+
+def check_camera_info(msg: Any, width: int, height: int) -> npt.NDArray[np.float64]:
+    """The intrinsic matrix K of the image described by a ``sensor_msgs/CameraInfo``, checked against the image.
+
+    Binning and a region of interest follow image_geometry (:func:`camera_info_layout`): K is the message's K
+    with the principal point shifted by the ROI offset, then fx, cx divided by ``binning_x`` and fy, cy by
+    ``binning_y``.  K must be plausible for the image (:func:`moge2_ros.io.plausibility.check_intrinsics`: fields
+    of view, pixel aspect, principal point).  D, R and P are not looked at here: the camera model with distortion
+    and rectification is :func:`moge2_ros.io.camera_model.camera_model_from_info`.
 
     Args:
         msg: any object with the CameraInfo fields (``width, height, binning_x, binning_y, roi, k``).
         width, height: size of the image it is used with, pixels.
 
     Returns:
-        ``(3, 3)`` float64 K = ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``, pixels (a copy).
+        ``(3, 3)`` float64 K = ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` of the image, pixels (a copy).
 
     Raises:
         ConversionError: non-finite K, fx or fy <= 0, non-zero skew, last row not (0, 0, 1), implausible K for
-            the image size, size mismatch, binning or ROI set.
+            the image size, size mismatch, binning that does not divide the size, ROI outside the sensor.
     """
-    width = positive_int(width, "image width")
-    height = positive_int(height, "image height")
-    info_w = as_int(field(msg, "width", "camera_info"), "camera_info.width")
-    info_h = as_int(field(msg, "height", "camera_info"), "camera_info.height")
-    if (info_w, info_h) != (0, 0) and (info_w, info_h) != (width, height):
-        raise ConversionError(
-            f"camera_info: expected the size of the image {width}x{height} (or 0x0), found {info_w}x{info_h}"
-        )
-    bin_x = as_int(field(msg, "binning_x", "camera_info"), "camera_info.binning_x")
-    bin_y = as_int(field(msg, "binning_y", "camera_info"), "camera_info.binning_y")
-    if bin_x > 1 or bin_y > 1:
-        raise ConversionError(
-            f"camera_info: expected no binning (binning_x, binning_y in {{0, 1}}), found {bin_x}x{bin_y}; "
-            "binned images are not supported yet"
-        )
-    roi = field(msg, "roi", "camera_info")
-    box = tuple(
-        as_int(field(roi, f, "camera_info.roi"), f"camera_info.roi.{f}")
-        for f in ("x_offset", "y_offset", "width", "height")
-    )
-    if box not in ((0, 0, 0, 0), (0, 0, width, height)):
-        raise ConversionError(
-            f"camera_info: expected no region of interest (all zero or the full image), found x_offset={box[0]}, "
-            f"y_offset={box[1]}, width={box[2]}, height={box[3]}; ROI images are not supported yet"
-        )
+    layout = camera_info_layout(msg, width, height)
     k = k_matrix(field(msg, "k", "camera_info"), "camera_info.k")
+    if layout.roi != (0, 0, 0, 0) or layout.binning != (1, 1):
+        k[0, 2] -= layout.roi[0]
+        k[1, 2] -= layout.roi[1]
+        k[0] /= layout.binning[0]
+        k[1] /= layout.binning[1]
     return check_intrinsics(k, width, height, "camera_info.k", ConversionError)
 
 
 def distortion_note(msg: Any) -> str | None:
     """One line saying that a ``sensor_msgs/CameraInfo`` has lens distortion that is ignored, or None.
 
-    None when ``msg.d`` is empty or all zero (whatever ``distortion_model`` says).  The node and the tools use K
-    alone (:func:`check_camera_info`), so a distorted image gives bent geometry: the note asks for rectified
-    images.
+    None when ``msg.d`` is empty or all zero (whatever ``distortion_model`` says).  For callers that use K alone
+    (the node and ``bag-infer`` with ``rectify`` off): a distorted image gives bent geometry, the note asks for
+    rectified images.
 
     Raises:
         ConversionError: ``d`` is not a list of numbers, ``distortion_model`` not a str.
@@ -657,15 +716,44 @@ def distortion_note(msg: Any) -> str | None:
 
 @dataclass(frozen=True)
 class CameraInfoFields:
-    """Content of a ``sensor_msgs/CameraInfo`` (everything but the header; binning 0, ROI all zero)."""
+    """Content of a ``sensor_msgs/CameraInfo`` (everything but the header)."""
 
     height: int
     width: int
     distortion_model: str
-    d: npt.NDArray[np.float64]  # (5,)
+    d: npt.NDArray[np.float64]  # (5,) from encode_camera_info; any length when copied from an input
     k: npt.NDArray[np.float64]  # (9,) row-major
     r: npt.NDArray[np.float64]  # (9,)
     p: npt.NDArray[np.float64]  # (12,)
+    binning_x: int = 0
+    binning_y: int = 0
+    roi: tuple[int, int, int, int] = (0, 0, 0, 0)  # x_offset, y_offset, width, height (do_rectify False)
+
+
+def camera_info_fields(msg: Any) -> CameraInfoFields:
+    """The content of an input ``sensor_msgs/CameraInfo`` (for outputs on the raw image grid, which carry the
+    input's camera unchanged).  The message must have passed the camera checks already.
+
+    Raises:
+        ConversionError: a field missing or not numeric.
+    """
+    roi = field(msg, "roi", "camera_info")
+    try:
+        return CameraInfoFields(
+            height=as_int(field(msg, "height", "camera_info"), "camera_info.height"),
+            width=as_int(field(msg, "width", "camera_info"), "camera_info.width"),
+            distortion_model=as_str(field(msg, "distortion_model", "camera_info"), "camera_info.distortion_model"),
+            d=np.array(field(msg, "d", "camera_info"), dtype=np.float64).ravel(),
+            k=np.array(field(msg, "k", "camera_info"), dtype=np.float64).ravel(),
+            r=np.array(field(msg, "r", "camera_info"), dtype=np.float64).ravel(),
+            p=np.array(field(msg, "p", "camera_info"), dtype=np.float64).ravel(),
+            binning_x=as_int(field(msg, "binning_x", "camera_info"), "camera_info.binning_x"),
+            binning_y=as_int(field(msg, "binning_y", "camera_info"), "camera_info.binning_y"),
+            roi=tuple(as_int(field(roi, f, "camera_info.roi"), f"camera_info.roi.{f}")  # type: ignore[arg-type]
+                      for f in ("x_offset", "y_offset", "width", "height")),
+        )
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConversionError(f"camera_info: expected numeric fields, found {exc}") from None
 
 
 def encode_camera_info(k: np.ndarray, width: int, height: int) -> CameraInfoFields:

@@ -5,10 +5,20 @@ out.  ROS-free: no rclpy, no rosbags; callers wrap the payloads into their own m
 Input side (the one decoding both callers use):
     :func:`decode_rgb` (from :mod:`moge2_ros.io.msg_codec`) turns a ``sensor_msgs/Image`` or ``CompressedImage``
     (any object with their fields) into the model input; a ``sensor_msgs/CameraInfo`` handed to
-    :meth:`FramePipeline.process` is checked against the image by :func:`moge2_ros.io.msg_codec.check_camera_info`,
-    fixed intrinsics by :func:`moge2_ros.io.plausibility.check_intrinsics` (once in :class:`FrameConfig` without an
-    image size, then against each frame's size).  Given intrinsics that fail are replaced by an estimate and the
-    reason returned (:attr:`FrameOutputs.intrinsics_error`).
+    :meth:`FramePipeline.process` becomes a camera model (K, D, R, P, binning, ROI;
+    :func:`moge2_ros.io.camera_model.camera_model_from_info`), fixed intrinsics are checked by
+    :func:`moge2_ros.io.plausibility.check_intrinsics` (once in :class:`FrameConfig` without an image size, then
+    against each frame's size).  A CameraInfo that fails is replaced by the last good one of the same image size,
+    else K is estimated; fixed intrinsics that fail by an estimate; the reason is returned
+    (:attr:`FrameOutputs.intrinsics_error`, :attr:`FrameOutputs.camera_note`).
+
+Real cameras: a camera with distortion (a non-zero D) is rectified before the model sees it
+(:mod:`moge2_ros.pipeline.rectify`: OpenCV maps computed once per camera, one ``grid_sample`` per frame on the
+inference device) into the pinhole camera K' = P[:3, :3] (or K, or a chosen field of view), and the model runs with
+K' known.  The outputs are those of the rectified camera (``output_grid = rectified``: depth/camera_info carries K',
+no distortion, binning 0, ROI zero), or resampled back onto the raw image grid with the input CameraInfo
+(``output_grid = raw``).  A camera without distortion is used as it is (no resampling: the outputs are exactly
+those of a pinhole CameraInfo).
 
 Per frame, :meth:`FramePipeline.process` chooses the intrinsics (CameraInfo / estimate / fixed, see
 :class:`FrameConfig`), runs the :class:`~moge2_ros.inference.Predictor` (with the intrinsics stabiliser when K is
@@ -16,7 +26,8 @@ estimated and stabilisation is on), smooths the metric scale, and encodes only t
 (:data:`OUTPUTS`); asking for none runs no inference at all.
 
 Frames and units: REP 103 optical frame (x right, y down, z forward); metres; intrinsics in pixels (ROS
-``CameraInfo.K``, pixel centres at integer coordinates).  Outputs are at the input image's resolution.
+``CameraInfo.K``, pixel centres at integer coordinates).  Outputs are at the input image's resolution (the
+rectified view's when ``rectified_size`` or a distorted camera's view says otherwise).
 """
 
 from __future__ import annotations
@@ -24,16 +35,27 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from moge2_ros.errors import InputError
 from moge2_ros.inference.temporal import INTRINSICS_MODES, IntrinsicsStabilizer, ScaleSmoother
 from moge2_ros.io import msg_codec as codec
+from moge2_ros.io.camera_model import (
+    DISTORTION_MODELS,
+    MAX_RECTIFIED_FOV_DEG,
+    CameraModel,
+    camera_info_key,
+    camera_model_from_info,
+    camera_model_from_k,
+    check_distortion,
+)
 from moge2_ros.io.msg_codec import (
     DEPTH_ENCODINGS,
     CameraInfoFields,
@@ -44,12 +66,14 @@ from moge2_ros.io.msg_codec import (
     decode_rgb,
 )
 from moge2_ros.io.plausibility import check_intrinsics
+from moge2_ros.pipeline.rectify import Rectifier, RectifierCache
 
 if TYPE_CHECKING:  # pragma: no cover
     from moge2_ros.inference import Predictor
 
 __all__ = [
     "INTRINSICS_SOURCES",
+    "OUTPUT_GRIDS",
     "OUTPUTS",
     "FrameConfig",
     "FrameOutputs",
@@ -64,6 +88,12 @@ OUTPUTS: Final[tuple[str, ...]] = ("depth", "camera_info", "points", "normals", 
 
 #: Where the intrinsics come from: a valid CameraInfo (else estimated), always estimated, or fixed.
 INTRINSICS_SOURCES: Final[tuple[str, ...]] = ("camera_info", "estimate", "fixed")
+
+#: Where the outputs of a distorted camera lie: the rectified pinhole view, or the raw (distorted) image grid.
+OUTPUT_GRIDS: Final[tuple[str, ...]] = ("rectified", "raw")
+
+#: Validated CameraInfo contents remembered per pipeline (a stream has one or a few).
+_INFO_CACHE_SIZE: Final[int] = 8
 
 
 @dataclass(frozen=True)
@@ -87,6 +117,17 @@ class FrameConfig:
         cloud_stride: keep every n-th pixel in both directions in the cloud (>= 1).
         cloud_rgb: add the packed ``rgb`` field to the cloud.
         cloud_normals: add ``normal_x/y/z`` fields to the cloud.
+        rectify: rectify a distorted camera (non-zero D) before the model (True), or use its K on the raw image as
+            if it were rectified (False: the geometry bends with the lens; callers warn,
+            :attr:`FrameOutputs.distortion_ignored`).
+        output_grid: ``rectified`` (outputs in the rectified pinhole camera) or ``raw`` (depth, mask, normals,
+            points resampled onto the raw image grid, with the input CameraInfo).
+        rectified_fov_deg: horizontal field of view of the rectified view, degrees in (0, 150] (a wide pinhole crop
+            of a fisheye), or 0 = the CameraInfo's P (K when it has none).
+        rectified_size: ``(width, height)`` of the rectified view, or ``(0, 0)`` = the image's size.
+        fixed_distortion: distortion coefficients of ``fixed_intrinsics`` (empty or zeros = none), for drivers that
+            publish no CameraInfo.
+        fixed_distortion_model: their model: ``plumb_bob`` (5), ``rational_polynomial`` (8), ``equidistant`` (4).
 
     Raises:
         InputError: from the constructor, for a value out of its range or choices.
@@ -103,6 +144,12 @@ class FrameConfig:
     cloud_stride: int = 1
     cloud_rgb: bool = True
     cloud_normals: bool = False
+    rectify: bool = True
+    output_grid: str = "rectified"
+    rectified_fov_deg: float = 0.0
+    rectified_size: tuple[int, int] = (0, 0)
+    fixed_distortion: tuple[float, ...] = ()
+    fixed_distortion_model: str = "plumb_bob"
 
     def __post_init__(self) -> None:
         _choice("intrinsics_source", self.intrinsics_source, INTRINSICS_SOURCES)
@@ -116,8 +163,27 @@ class FrameConfig:
             raise InputError(f"scale_smoothing: expected a number in [0, 1] (0 = off), found {self.scale_smoothing!r}")
         if isinstance(self.cloud_stride, bool) or not isinstance(self.cloud_stride, int) or self.cloud_stride < 1:
             raise InputError(f"cloud_stride: expected an integer >= 1, found {self.cloud_stride!r}")
+        _choice("output_grid", self.output_grid, OUTPUT_GRIDS)
+        if not (self.rectified_fov_deg == 0 or 0 < self.rectified_fov_deg <= MAX_RECTIFIED_FOV_DEG):
+            raise InputError(f"rectified_fov_deg: expected 0 (from the CameraInfo's P) or a value in "
+                             f"(0, {MAX_RECTIFIED_FOV_DEG:g}] degrees, found {self.rectified_fov_deg!r}")
+        size = tuple(self.rectified_size)
+        if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 65536
+                                     for v in size) or (0 in size and size != (0, 0)):
+            raise InputError(f"rectified_size: expected [width, height] > 0 pixels or [0, 0] (the image's size), "
+                             f"found {codec.short(self.rectified_size)}")
+        check_distortion(self.fixed_distortion_model, list(self.fixed_distortion), "fixed_distortion",
+                         "fixed_distortion_model")
+        if self.fixed_distortion_model not in DISTORTION_MODELS:
+            raise InputError(f"fixed_distortion_model: expected one of {', '.join(DISTORTION_MODELS)}, found "
+                             f"{codec.short(self.fixed_distortion_model)}")
         if self.intrinsics_source == "fixed":
             self.fixed_k()  # raises for missing or invalid values
+
+    def view_size(self) -> tuple[int, int] | None:
+        """``rectified_size`` as ``(width, height)``, or None for the image's size."""
+        size = tuple(self.rectified_size)
+        return None if size == (0, 0) else (int(size[0]), int(size[1]))
 
     def fixed_k(self) -> npt.NDArray[np.float64]:
         """``(3, 3)`` float64 K in pixels of ``fixed_intrinsics``.
@@ -148,13 +214,15 @@ class FrameOutputs:
     """What one frame publishes, as codec payloads (None where not asked for).
 
     Attributes:
-        width, height: image size, pixels (every output image has it; the cloud too when organized, stride 1).
-        k: ``(3, 3)`` float64 intrinsics of the outputs, pixels: the given K exactly (CameraInfo or fixed) or the
-            estimate.
+        width, height: size of the output images, pixels (the input image's; the rectified view's for a rectified
+            camera; the cloud too when organized, stride 1).
+        k: ``(3, 3)`` float64 intrinsics of the outputs, pixels: the given K exactly (CameraInfo or fixed), the
+            rectified camera K' of a distorted one (the raw K on the raw grid), or the estimate.
         intrinsics_estimated: whether ``k`` was estimated from the image(s).
         inference_s: model time of the frame (prediction, scale smoothing, the depth's copy to the host), seconds.
         depth: depth image (``FrameConfig.depth_encoding`` / ``invalid_depth``), along z.
-        camera_info: CameraInfo describing ``depth`` (P = [K | 0], no distortion).
+        camera_info: CameraInfo describing ``depth`` (P = [K | 0], no distortion; the input CameraInfo on the raw
+            grid).
         cloud: PointCloud2 x, y, z [, rgb] [, normal_x/y/z], metres, optical frame.
         normals: 32FC3 unit normals, optical frame (None also when the model gives none).
         mask: mono8 validity, 255 = valid.
@@ -164,6 +232,10 @@ class FrameOutputs:
             :class:`ConversionError` whose message starts with ``camera_info`` for the CameraInfo given with the
             frame, an :class:`InputError` starting with ``fixed_intrinsics`` for fixed intrinsics implausible for
             this image's size.
+        camera_note: what was used instead of a refused CameraInfo (``using the last good camera_info (WxH)`` or
+            ``estimating the intrinsics``), or None.
+        rectified: whether the image was rectified (a distorted camera).
+        distortion_ignored: a distorted camera's K was used on the raw image (``rectify`` off).
     """
 
     width: int
@@ -179,6 +251,9 @@ class FrameOutputs:
     colorized: ImageFields | None = None
     geometry: GeometryFields | None = None
     intrinsics_error: InputError | None = None
+    camera_note: str | None = None
+    rectified: bool = False
+    distortion_ignored: bool = False
 
 
 class FramePipeline:
@@ -201,6 +276,10 @@ class FramePipeline:
         self._config = config if config is not None else FrameConfig()
         self._stabilizer = IntrinsicsStabilizer(self._config.intrinsics_stabilization, self._config.intrinsics_window)
         self._smoother = ScaleSmoother(self._config.scale_smoothing)
+        #: Rectification maps per camera and view (computed on a camera's first frame).
+        self.rectifiers = RectifierCache()
+        self._infos: OrderedDict[tuple[Any, ...], CameraModel | InputError] = OrderedDict()
+        self._last_good: dict[tuple[int, int], tuple[CameraModel, Any]] = {}
 
     @property
     def config(self) -> FrameConfig:
@@ -226,9 +305,9 @@ class FramePipeline:
                 view is fine, nothing writes to it).
             outputs: names from :data:`OUTPUTS`; empty = nothing to do (returns None, no inference).
             camera_info: the camera's latest ``sensor_msgs/CameraInfo`` (any object with its fields) or None; used
-                when ``intrinsics_source`` is ``camera_info`` and it is valid for this image, else K is estimated
-                and the reason is returned in :attr:`FrameOutputs.intrinsics_error` (so are fixed intrinsics that
-                are implausible for this image).
+                when ``intrinsics_source`` is ``camera_info``.  One that is not valid for this image is replaced by
+                the last good one of this image size, else K is estimated, and the reason is returned in
+                :attr:`FrameOutputs.intrinsics_error` (so are fixed intrinsics that are implausible for this image).
 
         Returns:
             The payloads, or None when ``outputs`` is empty.
@@ -245,34 +324,56 @@ class FramePipeline:
         with self._lock:
             config, stabilizer, smoother = self._config, self._stabilizer, self._smoother
         height, width = rgb.shape[:2]
-        k_known, info_error = self._given_k(config, camera_info, width, height)
+        camera, info_msg, info_error, note = self._camera(config, camera_info, width, height)
 
         predictor = self.predictor
         t0 = time.perf_counter()
-        predictor.estimate_normals = "normals" in want or ("points" in want and config.cloud_normals)
+        normals_wanted = "normals" in want or ("points" in want and config.cloud_normals)
+        predictor.estimate_normals = normals_wanted
+        rectifier: Rectifier | None = None
+        image: Any = rgb
+        k_known = None if camera is None else camera.k
+        if camera is not None and camera.distorted and config.rectify:
+            rectifier = self.rectifiers.get(camera, predictor.device, config.rectified_fov_deg, config.view_size())
+            image = rectifier.rectify(rgb)
+            k_known = rectifier.k
         if k_known is None and stabilizer.mode != "none":
             stabilizer.follow_size(width, height)
             geo = predictor.predict_stabilized(rgb, stabilizer)
         else:
-            geo = predictor.predict(rgb, intrinsics=k_known)
+            geo = predictor.predict(image, intrinsics=k_known)
         factor = smoother.update(float(geo.metric_scale[0]))
         if factor != 1.0:
             geo = geo.scaled(factor)
-        # Given intrinsics are passed through exactly (float64), not after the model's float32 round trip.
-        if k_known is not None:
-            k = k_known
+        raw_grid = rectifier is not None and config.output_grid == "raw"
+        colours = rgb
+        if raw_grid:
+            assert rectifier is not None and camera is not None
+            depth_t, mask_t, points_t, normal_t = _to_raw_grid(rectifier, geo, normals_wanted)
+            k = camera.k
+            out_w, out_h = width, height
         else:
-            k = geo.intrinsics[0].cpu().numpy().astype(np.float64)
-        depth = geo.depth[0].cpu().numpy() if ("depth" in want or "colorized" in want) else None
+            depth_t, mask_t, points_t = geo.depth[0], geo.mask[0], geo.points[0]
+            normal_t = geo.normal[0] if geo.normal is not None else None
+            # Given intrinsics are passed through exactly (float64), not after the model's float32 round trip.
+            k = k_known if k_known is not None else geo.intrinsics[0].cpu().numpy().astype(np.float64)
+            out_h, out_w = int(depth_t.shape[0]), int(depth_t.shape[1])
+            if rectifier is not None and "points" in want and config.cloud_rgb:
+                colours = (image.permute(1, 2, 0) * 255.0).round_().to(torch.uint8).cpu().numpy()
+        depth = depth_t.cpu().numpy() if ("depth" in want or "colorized" in want) else None
         inference_s = time.perf_counter() - t0
 
-        info_fields = codec.encode_camera_info(k, width, height) if ("camera_info" in want or "geometry" in want) \
-            else None
-        normal = geo.normal[0].cpu().numpy() if geo.normal is not None and (
-            "normals" in want or ("points" in want and config.cloud_normals)) else None
+        info_fields = None
+        if "camera_info" in want or "geometry" in want:
+            if raw_grid:
+                assert camera is not None and rectifier is not None
+                info_fields = _raw_camera_info(camera, info_msg, rectifier)
+            else:
+                info_fields = codec.encode_camera_info(k, out_w, out_h)
+        normal = normal_t.cpu().numpy() if normal_t is not None and normals_wanted else None
         cloud = None
         if "points" in want:
-            cloud = codec.encode_cloud(geo.points[0].cpu().numpy(), rgb if config.cloud_rgb else None,
+            cloud = codec.encode_cloud(points_t.cpu().numpy(), colours if config.cloud_rgb else None,
                                        normal if config.cloud_normals else None,
                                        organized=config.cloud_organized, stride=config.cloud_stride)
         geometry = None
@@ -282,11 +383,11 @@ class FramePipeline:
                 camera_info=info_fields, intrinsics_estimated=k_known is None,
                 metric_scale=float(geo.metric_scale[0]), fov_x_deg=float(geo.fov_x[0]),
                 fov_y_deg=float(geo.fov_y[0]), num_tokens=int(geo.num_tokens), inference_ms=inference_s * 1e3,
-                model_id=str(predictor.model_id), valid_fraction=float(geo.mask[0].float().mean()),
+                model_id=str(predictor.model_id), valid_fraction=float(mask_t.float().mean()),
             )
         return FrameOutputs(
-            width=width,
-            height=height,
+            width=out_w,
+            height=out_h,
             k=k,
             intrinsics_estimated=k_known is None,
             inference_s=inference_s,
@@ -294,25 +395,79 @@ class FramePipeline:
             camera_info=info_fields if "camera_info" in want else None,
             cloud=cloud,
             normals=codec.encode_normals(normal) if "normals" in want and normal is not None else None,
-            mask=codec.encode_mask(geo.mask[0].cpu().numpy()) if "mask" in want else None,
+            mask=codec.encode_mask(mask_t.cpu().numpy()) if "mask" in want else None,
             colorized=codec.encode_colorized_depth(depth) if "colorized" in want else None,
             geometry=geometry,
             intrinsics_error=info_error,
+            camera_note=note,
+            rectified=rectifier is not None,
+            distortion_ignored=camera is not None and camera.distorted and not config.rectify,
         )
 
-    @staticmethod
-    def _given_k(config: FrameConfig, camera_info: Any, width: int,
-                 height: int) -> tuple[npt.NDArray[np.float64] | None, InputError | None]:
-        """``(K, problem)``: the given intrinsics of this frame (pixels, float64) or None to estimate them, and why
-        a CameraInfo that was there, or the fixed intrinsics, could not be used for this image."""
+    def _camera(self, config: FrameConfig, camera_info: Any, width: int, height: int) \
+            -> tuple[CameraModel | None, Any, InputError | None, str | None]:
+        """``(camera, message, problem, note)``: the given camera of this frame (None to estimate K), the
+        CameraInfo it came from (None for fixed intrinsics), why a CameraInfo that was there or the fixed
+        intrinsics could not be used for this image, and what was used instead."""
         if config.intrinsics_source == "fixed":
             try:
-                return check_intrinsics(config.fixed_k(), width, height, "fixed_intrinsics"), None
+                k = check_intrinsics(config.fixed_k(), width, height, "fixed_intrinsics")
+                return camera_model_from_k(k, width, height, config.fixed_distortion_model,
+                                           list(config.fixed_distortion)), None, None, None
             except InputError as exc:
-                return None, exc
-        if config.intrinsics_source == "camera_info" and camera_info is not None:
+                return None, None, exc, "estimating the intrinsics"
+        if config.intrinsics_source != "camera_info" or camera_info is None:
+            return None, None, None, None
+        key = camera_info_key(camera_info)
+        cached = self._infos.get((key, width, height)) if key is not None else None
+        if cached is None:
             try:
-                return codec.check_camera_info(camera_info, width, height), None
-            except ConversionError as exc:
-                return None, exc
-        return None, None
+                cached = camera_model_from_info(camera_info, width, height)
+            except InputError as exc:
+                cached = exc
+            if key is not None:
+                self._infos[(key, width, height)] = cached
+                while len(self._infos) > _INFO_CACHE_SIZE:
+                    self._infos.popitem(last=False)
+        elif key is not None:
+            self._infos.move_to_end((key, width, height))
+        if isinstance(cached, CameraModel):
+            self._last_good[(width, height)] = (cached, camera_info)
+            return cached, camera_info, None, None
+        good = self._last_good.get((width, height))
+        if good is not None:
+            return good[0], good[1], cached, f"using the last good camera_info ({width}x{height})"
+        return None, None, cached, "estimating the intrinsics"
+
+
+def _to_raw_grid(rectifier: Rectifier, geo: Any, normals: bool) \
+        -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Depth, mask, points and normals of the rectified view resampled onto the raw image grid (nearest), in the
+    raw camera frame: ``(H, W)``, ``(H, W)`` bool, ``(H, W, 3)``, ``(H, W, 3)`` or None."""
+    from moge2_ros.geometry.remap import remap
+
+    raw = rectifier.raw_grid()
+    planes = [geo.depth[0][None], geo.mask[0][None].to(torch.float32)]
+    if normals and geo.normal is not None:
+        planes.append(geo.normal[0].permute(2, 0, 1))
+    sampled = remap(torch.cat(planes, 0).to(torch.float32), raw.grid, mode="nearest")
+    valid = raw.valid & (sampled[1] > 0.5) & torch.isfinite(sampled[0]) & (sampled[0] > 0)
+    nan = torch.tensor(float("nan"), device=sampled.device)
+    depth = torch.where(valid, sampled[0] * raw.z_scale, nan)
+    points = depth[..., None] * raw.rays
+    normal = None
+    if len(planes) == 3:
+        r = torch.as_tensor(rectifier.camera.r, dtype=torch.float32, device=sampled.device)
+        normal = torch.where(valid[..., None], sampled[2:].permute(1, 2, 0) @ r, nan)  # R^T n, as rows
+    return depth, valid, points, normal
+
+
+def _raw_camera_info(camera: CameraModel, msg: Any, rectifier: Rectifier) -> CameraInfoFields:
+    """The camera of outputs on the raw grid: the input CameraInfo unchanged, or (fixed intrinsics) K with its
+    distortion, R = I and P = [K' | 0] of the rectified view."""
+    if msg is not None:
+        return codec.camera_info_fields(msg)
+    p = np.zeros((3, 4))
+    p[:, :3] = rectifier.k
+    return CameraInfoFields(height=camera.height, width=camera.width, distortion_model=camera.distortion_model,
+                            d=camera.d.copy(), k=camera.k.ravel().copy(), r=np.eye(3).ravel(), p=p.ravel())

@@ -264,7 +264,8 @@ def image_msg(header: Header, fields: codec.ImageFields) -> Image:
 
 
 def camera_info_msg(header: Header, fields: codec.CameraInfoFields) -> CameraInfo:
-    """``sensor_msgs/CameraInfo`` of :func:`moge2_ros.io.msg_codec.encode_camera_info` fields (no binning, no ROI).
+    """``sensor_msgs/CameraInfo`` of :class:`moge2_ros.io.msg_codec.CameraInfoFields` (binning and ROI as given:
+    zero from :func:`~moge2_ros.io.msg_codec.encode_camera_info`).
 
     Raises:
         ConversionError: bad header.
@@ -278,9 +279,10 @@ def camera_info_msg(header: Header, fields: codec.CameraInfoFields) -> CameraInf
     msg.k = fields.k
     msg.r = fields.r
     msg.p = fields.p
-    msg.binning_x = 0
-    msg.binning_y = 0
-    msg.roi = RegionOfInterest()
+    msg.binning_x = fields.binning_x
+    msg.binning_y = fields.binning_y
+    x_offset, y_offset, width, height = fields.roi
+    msg.roi = RegionOfInterest(x_offset=x_offset, y_offset=y_offset, width=width, height=height)
     return msg
 
 
