@@ -34,7 +34,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("backend", default_value="torch", description="inference backend: torch or onnx"),
         DeclareLaunchArgument("onnx_path", default_value="", description="ONNX file for backend:=onnx"),
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda, cuda:N"),
-        DeclareLaunchArgument("precision", default_value="fp32", description="fp32, fp16 or bf16"),
+        DeclareLaunchArgument("precision", default_value="auto",
+                              description="auto (fp16 on CUDA, bf16 on a CPU with native bf16, else fp32), fp32, fp16 or bf16"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz with the package's config"),
     ]
     image = LaunchConfiguration("image")

@@ -40,7 +40,7 @@ def add_parsers(sub: Any) -> None:
         ),
         epilog="Exit status: 0 success, 1 runtime error, 2 usage error.",
     )
-    add_model_arguments(ev, model_help="model to evaluate:")
+    add_model_arguments(ev, model_help="model to evaluate:", default_precision="fp32")
     ev.add_argument("--benchmark", required=True, action="append", metavar="DIR|CONFIG",
                     help="benchmark source (repeatable)")
     ev.add_argument("--only", metavar="NAME[,NAME]", help="evaluate only these benchmarks of the config")

@@ -29,7 +29,8 @@ class PredictorOptions:
             directory or a Hugging Face id); None or "" = the bundled demo model (torch backend), or no torch model
             at all (onnx backend: the ONNX file is the model).
         device: 'auto' / None (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:N'; never a silent fall-back.
-        precision: 'fp32', 'fp16' or 'bf16' (autocast).
+        precision: 'fp32', 'fp16', 'bf16' (autocast) or 'auto' (fp16 on CUDA, bf16 on a CPU with native bf16, else
+            fp32: :mod:`moge2_ros.inference.precision`; the predictor's ``precision_note`` says which).
         resolution_level: 0..9, the official token-budget level (ignored when ``num_tokens`` is set).
         num_tokens: explicit ViT token budget (None = from ``resolution_level``).
         edge_rtol: flying-pixel filter threshold (None = off).

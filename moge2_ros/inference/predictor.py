@@ -19,6 +19,7 @@ from ..geometry.postprocess import metric_geometry, recover_camera
 from ..io.plausibility import check_intrinsics
 from ..model.moge2 import MoGe2Model
 from .budget import FrameBudget, default_budget_mb
+from .precision import precision_note, resolve_precision
 from .preprocess import DEFAULT_MAX_PIXELS, ImageLike, image_to_batch, intrinsics_to_batch
 from .result import Geometry
 from .temporal import IntrinsicsStabilizer
@@ -74,8 +75,10 @@ class Predictor:
     Args:
         model: a loaded :class:`MoGe2Model` (moved to ``device``; kept in float32).
         device: 'cpu', 'cuda', 'cuda:1', ... (default: the model's device).
-        dtype: network precision — float32, or float16 / bfloat16 autocast (on CUDA; bf16 also works on CPU).
-            Post-processing always runs in float32.
+        dtype: network precision — float32, or float16 / bfloat16 autocast (on CUDA; bf16 also works on CPU),
+            or ``"auto"`` (:func:`~moge2_ros.inference.precision.resolve_precision`: fp16 on CUDA, bf16 on a CPU
+            with native bf16, else fp32; :attr:`precision_note` says which and why).  Post-processing always
+            runs in float32.
         resolution_level: 0..9, the official token-budget level (ignored when ``num_tokens`` is given).
         num_tokens: explicit ViT token budget (e.g. 1200, 2400, 3600).
             A static ONNX export serves one budget (:meth:`budget_for`): with no budget asked for (``num_tokens``
@@ -126,7 +129,17 @@ class Predictor:
             raise InputError(f"backend: expected one of {', '.join(BACKENDS)}, found {backend!r}")
         self.backend = backend
         self.model_id = model_id
+        if isinstance(dtype, str) and dtype == "auto":
+            target = (torch.device(device) if device is not None
+                      else model.device if model is not None and backend == "torch" else torch.device("cpu"))
+            name, why = resolve_precision("auto", target, backend)
+            dtype = name
+        else:
+            why = "as asked"
         self.dtype = parse_dtype(dtype)
+        #: The network precision in use ('fp32', 'fp16', 'bf16') and one line on why and what it costs.
+        self.precision = {v: k for k, v in _PRECISIONS.items()}[self.dtype]
+        self.precision_note = precision_note(self.precision, why)
         self.pin_memory = False
         if backend == "onnx":
             self._init_onnx(model, device, onnx_path, onnx_providers, onnx_cache_dir, compile, torch_options)

@@ -170,6 +170,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from moge2_ros.pipeline.images import infer_image_file, output_stems
 
     predictor = load_predictor(PredictorOptions(**model_arguments(args)), say=note)
+    if args.precision == "auto" and not args.quiet:
+        note(predictor.precision_note)
 
     # 3. Every image; one that fails is reported and skipped.
     args.output.mkdir(parents=True, exist_ok=True)

@@ -115,6 +115,7 @@ class Moge2Node(Node):
         if self._predictor.budget_note:
             self.get_logger().info(self._predictor.budget_note)
         self.get_logger().info(self._predictor.budget.describe(self._predictor.num_tokens))
+        self.get_logger().info(self._predictor.precision_note)
         self._apply_dynamic(self._predictor, self.cfg)
         self._pipeline = FramePipeline(self._predictor, frame_config(self.cfg))
 
@@ -153,7 +154,7 @@ class Moge2Node(Node):
         self._worker = threading.Thread(target=self._run_worker, name="moge2_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: model '{self._predictor.model_id}' on {self._predictor.device} ({self.cfg['precision']}), "
+            f"ready: model '{self._predictor.model_id}' on {self._predictor.device} ({self._predictor.precision}), "
             f"{self._predictor.num_tokens} tokens, input '{self._image_sub.topic_name}'"
         )
 
@@ -316,7 +317,7 @@ class Moge2Node(Node):
         else:
             status.level, status.message = DiagnosticStatus.OK, "running"
         info = {
-            "backend": self.cfg["backend"], "device": str(self._predictor.device), "precision": self.cfg["precision"],
+            "backend": self.cfg["backend"], "device": str(self._predictor.device), "precision": self._predictor.precision,
             "model": self._predictor.model_id, "num_tokens": self._predictor.num_tokens,
             "memory_budget_mb": self._predictor.budget.budget_mb, "max_pixels": self._predictor.pixel_limit(),
         }

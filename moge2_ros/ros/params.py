@@ -41,8 +41,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "", "Model source: a MoGe-2 model.pt / .safetensors file, a directory, or a Hugging Face id "
               "(e.g. Ruicheng/moge-2-vitl-normal). Read-only at run time.", read_only=True),
     ParamSpec("device", "auto", "Inference device: auto (cuda if available, else cpu), cpu, cuda, cuda:N.", restart=True),
-    ParamSpec("precision", "fp32", "Network precision: fp32, fp16 or bf16 (autocast; use fp16/bf16 on CUDA).",
-              restart=True, choices=("fp32", "fp16", "bf16")),
+    ParamSpec("precision", "auto", "Network precision: auto (fp16 on CUDA, bf16 on a CPU with native bf16, else "
+              "fp32; logged at start-up with its measured error), fp32, fp16 or bf16 (autocast).",
+              restart=True, choices=("auto", "fp32", "fp16", "bf16")),
     ParamSpec("backend", "torch", "Inference backend: torch (PyTorch eager, optionally compiled) or onnx (ONNX "
               "Runtime running onnx_path; post-processing stays in torch).", restart=True, choices=("torch", "onnx")),
     ParamSpec("onnx_path", "", "ONNX file for backend=onnx (from 'moge2-ros export-onnx' or an official export). "

@@ -472,7 +472,7 @@ def test_demo_runs_the_node_with_the_model_options(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "moge2_ros.ros.run_demo", fake)
     assert main(["demo", "--duration", "1", "--device", "cpu", "--num-tokens", "300"]) == 0
     assert calls["model"] == str(demo_model_path())
-    assert calls["extra_params"] == ["-p", "device:=cpu", "-p", "precision:=fp32", "-p", "num_tokens:=300"]
+    assert calls["extra_params"] == ["-p", "device:=cpu", "-p", "precision:=auto", "-p", "num_tokens:=300"]
     assert (calls["resolution_level"], calls["duration"]) == (0, 1.0)
     assert capsys.readouterr().err.count("bundled demo model") == 1
 

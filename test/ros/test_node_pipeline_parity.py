@@ -72,7 +72,7 @@ def median_depth(model: Path) -> float:
     """Median predicted depth of the first frame (metres): a max_depth that invalidates about half the pixels."""
     from moge2_ros.inference import load_predictor
 
-    predictor = load_predictor(PredictorOptions(model=str(model), device="cpu", num_tokens=TOKENS))
+    predictor = load_predictor(PredictorOptions(model=str(model), device="cpu", precision="auto", num_tokens=TOKENS))
     depth = predictor.predict(frames()[0].image).depth[0].numpy()
     return float(np.median(depth[np.isfinite(depth)]))
 
@@ -130,7 +130,7 @@ def node_outputs(client: RosClient, env: dict[str, str], workdir: Path, model: P
 def bag_outputs(bag: Path, out: Path, model: Path, setup: Setup, max_depth: float) -> dict[int, dict[str, Any]]:
     """bag-infer on the same bag; its messages by header stamp (ns) and relative topic."""
     options = BagInferOptions(
-        PredictorOptions(model=str(model), device="cpu", num_tokens=TOKENS, edge_rtol=EDGE_RTOL,
+        PredictorOptions(model=str(model), device="cpu", precision="auto", num_tokens=TOKENS, edge_rtol=EDGE_RTOL,
                          depth_range=(0.0, max_depth), estimate_normals=False),
         use_camera_info=setup.use_camera_info, points=True, cloud_organized=setup.cloud_organized,
         cloud_stride=setup.cloud_stride,
