@@ -14,12 +14,20 @@ directional light, hard shadows (optional; planes bound the scene and cast none)
 distance fog for outdoor scenes and a display gamma of 2.
 
 The camera must be outside every solid primitive and on the free side of every plane.
+
+Real cameras (:func:`render_distorted`): a :class:`LensCamera` holds what a ROS ``CameraInfo`` says (K, the
+OpenCV lens models ``plumb_bob`` / ``rational_polynomial`` / ``equidistant``, P, binning, ROI); each pixel of the
+DISTORTED image gets its undistorted ray (:func:`lens_rays`), so distorted images and their depth are exact too,
+and :func:`render_rectified` renders the same pose in the rectified pinhole camera P for exact comparisons.
+OpenCV (``opencv-python-headless``) is imported only there.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -28,7 +36,19 @@ from moge2_ros.data.sample import Sample
 from moge2_ros.data.synthetic_scene import PATTERNS, Scene
 from moge2_ros.errors import DatasetError
 
-__all__ = ["render_scene", "pixel_rays"]
+__all__ = [
+    "render_scene",
+    "pixel_rays",
+    "DISTORTION_MODELS",
+    "LensCamera",
+    "DistortedRender",
+    "default_rectified_p",
+    "lens_rays",
+    "bin_image",
+    "render_distorted",
+    "render_rectified",
+    "render_pinhole_depth",
+]
 
 _EPS = 1e-4  # minimum ray parameter of a hit (metres along a unit-z ray)
 _INF = math.inf
@@ -278,32 +298,10 @@ def render_scene(
     k, p = _check_inputs(scene, intrinsics, pose, width, height)
     width, height = int(width), int(height)
     dtype = torch.float32
-    rot, cam = p[:3, :3], p[:3, 3]
-    dcx, dcy, dcz = pixel_rays(k, width, height, dtype, device)
-    r = [[float(v) for v in row] for row in rot]
-    dw = tuple(r[a][0] * dcx + r[a][1] * dcy + r[a][2] * dcz for a in range(3))  # world directions (H, W) each
-    origin = tuple(float(v) for v in cam)
-
-    # Primary visibility: nearest ray parameter and primitive id per pixel.
-    t_best = torch.full((height, width), _INF, dtype=dtype, device=device)
-    prim = torch.full((height, width), -1, dtype=torch.long, device=device)
-    for index, plane in enumerate(scene.planes):
-        t = _plane_hit(origin, dw, tuple(float(v) for v in plane[:3]), float(plane[3]))
-        prim.masked_fill_(t < t_best, index)
-        t_best = torch.minimum(t_best, t)
-    aabbs = _solid_aabbs(scene)
-    for solid, (lo, hi) in enumerate(aabbs):
-        rect = _screen_rect(_aabb_corners(lo, hi), p, k, width, height)
-        if rect is None:
-            continue
-        i0, i1, j0, j1 = rect
-        t = _solid_hit(scene, solid, origin, tuple(c[i0:i1, j0:j1] for c in dw))
-        cur = t_best[i0:i1, j0:j1]
-        prim[i0:i1, j0:j1].masked_fill_(t < cur, len(scene.planes) + solid)
-        t_best[i0:i1, j0:j1] = torch.minimum(cur, t)
-
-    hit = torch.isfinite(t_best)
-    image, normal_cam = _shade(scene, k, rot, origin, dw, t_best, prim, hit, aabbs, shadows)
+    rays = pixel_rays(k, width, height, dtype, device)
+    t_best, hit, image, normal_cam = _cast(
+        scene, k, p, rays, lambda lo, hi, origin, dw: _screen_rect(_aabb_corners(lo, hi), p, k, width, height),
+        shadows)
     out_meta = dict(meta or {})
     out_meta.setdefault("family", scene.family)
     out_meta.setdefault("pose", p.copy())
@@ -318,6 +316,47 @@ def render_scene(
         source=source,
         meta=out_meta,
     )
+
+
+def _cast(scene: Scene, k: np.ndarray, p: np.ndarray, rays: tuple, rect_of, shadows: bool) -> tuple:
+    """Primary visibility and shading of camera-frame rays ``(dx, dy, dz)`` (``(H, W)`` each) from pose ``p``.
+
+    ``rect_of(lo, hi, origin, dw)`` gives the pixel rectangle ``(i0, i1, j0, j1)`` whose rays may hit a solid with
+    world bounds ``(lo, hi)``, or None.  ``k`` sets the texture fade (pixels per metre at unit ray parameter).
+
+    Returns:
+        ``(t_best, hit, image, normal_cam)``: nearest ray parameter (``inf`` on a miss), hit mask, ``(H, W, 3)``
+        uint8 colours and camera-frame normals.
+    """
+    dcx, dcy, dcz = rays
+    height, width = dcx.shape
+    dtype, device = dcx.dtype, dcx.device
+    rot, cam = p[:3, :3], p[:3, 3]
+    r = [[float(v) for v in row] for row in rot]
+    dw = tuple(r[a][0] * dcx + r[a][1] * dcy + r[a][2] * dcz for a in range(3))  # world directions (H, W) each
+    origin = tuple(float(v) for v in cam)
+
+    # Primary visibility: nearest ray parameter and primitive id per pixel.
+    t_best = torch.full((height, width), _INF, dtype=dtype, device=device)
+    prim = torch.full((height, width), -1, dtype=torch.long, device=device)
+    for index, plane in enumerate(scene.planes):
+        t = _plane_hit(origin, dw, tuple(float(v) for v in plane[:3]), float(plane[3]))
+        prim.masked_fill_(t < t_best, index)
+        t_best = torch.minimum(t_best, t)
+    aabbs = _solid_aabbs(scene)
+    for solid, (lo, hi) in enumerate(aabbs):
+        rect = rect_of(lo, hi, origin, dw)
+        if rect is None:
+            continue
+        i0, i1, j0, j1 = rect
+        t = _solid_hit(scene, solid, origin, tuple(c[i0:i1, j0:j1] for c in dw))
+        cur = t_best[i0:i1, j0:j1]
+        prim[i0:i1, j0:j1].masked_fill_(t < cur, len(scene.planes) + solid)
+        t_best[i0:i1, j0:j1] = torch.minimum(cur, t)
+
+    hit = torch.isfinite(t_best)
+    image, normal_cam = _shade(scene, k, rot, origin, dw, t_best, prim, hit, aabbs, shadows)
+    return t_best, hit, image, normal_cam
 
 
 def _gather(values: np.ndarray, index: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -540,3 +579,367 @@ def _occluded_point(scene: Scene, aabbs: list, o: Vec, d: Vec, max_t: torch.Tens
         t = _solid_hit(scene, solid, tuple(c[sel] for c in o), tuple(c[sel] for c in d))
         blocked[sel] = t < max_t[sel]
     return blocked
+
+
+# ------------------------------------------------------------------------------------------- distorted cameras
+# Real cameras: the OpenCV lens models of a ROS CameraInfo, binning and a region of interest.  The ray caster needs
+# the ray of each pixel of the DISTORTED image, i.e. the undistorted direction of each pixel centre; OpenCV
+# (imported lazily: the optional ``opencv-python-headless``) gives it for plumb_bob / rational_polynomial, and the
+# equidistant fisheye angle is solved here directly so that rays at or beyond 90 degrees off axis are exact too.
+
+#: Lens models of ``sensor_msgs/CameraInfo.distortion_model`` that :func:`render_distorted` renders, with the
+#: numbers of coefficients ``d`` each accepts (OpenCV's orders).
+DISTORTION_MODELS: dict[str, tuple[int, ...]] = {
+    "plumb_bob": (4, 5),                 # k1, k2, p1, p2[, k3]
+    "rational_polynomial": (8,),         # k1, k2, p1, p2, k3, k4, k5, k6
+    "equidistant": (4,),                 # k1..k4 of theta_d = theta (1 + k1 theta^2 + ... + k4 theta^8)
+}
+_Z_UNIT_MIN_COS = 0.1  # rays with cos(angle off axis) >= this get unit z (ray parameter = depth), others unit length
+
+
+@dataclass(eq=False)
+class LensCamera:
+    """A camera as a ROS ``sensor_msgs/CameraInfo`` describes it (``image_geometry`` semantics).
+
+    Attributes:
+        width, height: full sensor resolution, pixels (what K, D and P refer to).
+        k: ``(3, 3)`` pixel K of the full-resolution sensor (pixel centres at integer coordinates).
+        d: distortion coefficients in OpenCV order (see :data:`DISTORTION_MODELS`); empty or all zero with
+            ``plumb_bob`` / ``rational_polynomial`` is a pinhole.
+        distortion_model: ``plumb_bob``, ``rational_polynomial`` or ``equidistant``.
+        p: ``(3, 4)`` projection of the rectified camera (None: :func:`default_rectified_p`).
+        binning_x, binning_y: binning factors (0 and 1 both mean none).
+        roi: ``(x_offset, y_offset, width, height)`` in full-resolution pixels; all zero = the full sensor.
+    """
+
+    width: int
+    height: int
+    k: np.ndarray
+    d: tuple = ()
+    distortion_model: str = "plumb_bob"
+    p: np.ndarray | None = None
+    binning_x: int = 0
+    binning_y: int = 0
+    roi: tuple = (0, 0, 0, 0)
+
+    def __post_init__(self) -> None:
+        if self.distortion_model not in DISTORTION_MODELS:
+            raise DatasetError(f"LensCamera: distortion_model must be one of {', '.join(DISTORTION_MODELS)}, "
+                               f"found {self.distortion_model!r}")
+        self.d = tuple(float(v) for v in self.d)
+        if self.d and len(self.d) not in DISTORTION_MODELS[self.distortion_model]:
+            raise DatasetError(f"LensCamera: {self.distortion_model} takes {DISTORTION_MODELS[self.distortion_model]} "
+                               f"coefficients, found {len(self.d)}")
+        if not all(math.isfinite(v) for v in self.d):
+            raise DatasetError(f"LensCamera: non-finite distortion coefficients {self.d}")
+        if not all(isinstance(v, numbers.Integral) and v >= 2 for v in (self.width, self.height)):
+            raise DatasetError(f"LensCamera: width and height must be ints >= 2, found {self.width}x{self.height}")
+        self.k = np.array(self.k, dtype=np.float64).reshape(3, 3)
+        if not (np.isfinite(self.k).all() and self.k[0, 0] > 0 and self.k[1, 1] > 0 and self.k[1, 0] == 0
+                and self.k[2, 0] == 0 and self.k[2, 1] == 0 and self.k[2, 2] == 1):
+            raise DatasetError(f"LensCamera: k must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]], found {self.k}")
+        bx, by = self.bin_factors
+        x0, y0, rw, rh = (int(v) for v in self.roi)
+        if (rw, rh) == (0, 0) and (x0, y0) == (0, 0):
+            rw, rh = self.width, self.height
+        if not (0 <= x0 and 0 <= y0 and rw > 0 and rh > 0 and x0 + rw <= self.width and y0 + rh <= self.height):
+            raise DatasetError(f"LensCamera: roi {self.roi} is not inside the {self.width}x{self.height} sensor")
+        if rw % bx or rh % by or rw // bx < 2 or rh // by < 2:
+            raise DatasetError(f"LensCamera: roi size {rw}x{rh} must be a multiple of the binning {bx}x{by}")
+        self.roi = (x0, y0, rw, rh) if (rw, rh) != (self.width, self.height) or (x0, y0) != (0, 0) else (0, 0, 0, 0)
+        self.p = default_rectified_p(self) if self.p is None else np.array(self.p, dtype=np.float64).reshape(3, 4)
+
+    @property
+    def bin_factors(self) -> tuple[int, int]:
+        """``(bx, by)`` with 0 read as 1."""
+        return max(1, int(self.binning_x)), max(1, int(self.binning_y))
+
+    @property
+    def roi_box(self) -> tuple[int, int, int, int]:
+        """``(x_offset, y_offset, width, height)`` of the captured region, full-resolution pixels."""
+        return self.roi if self.roi[2] else (0, 0, self.width, self.height)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the image the camera sends (the ROI, binned)."""
+        bx, by = self.bin_factors
+        return self.roi_box[2] // bx, self.roi_box[3] // by
+
+    @property
+    def is_pinhole(self) -> bool:
+        """No distortion: a plumb_bob / rational_polynomial camera with all coefficients zero."""
+        return self.distortion_model != "equidistant" and not any(self.d)
+
+    def raw_k(self) -> np.ndarray:
+        """K of the image the camera sends (ROI offset removed, divided by the binning; image_geometry)."""
+        return _adjust(self.k, self.roi_box, self.bin_factors)
+
+    def rectified(self) -> tuple[np.ndarray, int, int]:
+        """``(K, width, height)`` of the rectified pinhole image of the image the camera sends: ``P[:3, :3]``
+        with the ROI offset removed and divided by the binning (image_geometry), at the image's size."""
+        width, height = self.image_size
+        return _adjust(self.p[:, :3], self.roi_box, self.bin_factors), width, height
+
+    def camera_info(self, frame_id: str = "camera_optical_frame") -> SimpleNamespace:
+        """The ``sensor_msgs/CameraInfo`` fields (ROS 2 lower-case names; lists of floats) of this camera."""
+        x0, y0, rw, rh = self.roi
+        return SimpleNamespace(
+            header=SimpleNamespace(frame_id=frame_id, stamp=SimpleNamespace(sec=0, nanosec=0)),
+            width=int(self.width), height=int(self.height), distortion_model=self.distortion_model,
+            d=list(self.d), k=[float(v) for v in self.k.reshape(-1)], r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            p=[float(v) for v in self.p.reshape(-1)], binning_x=int(self.binning_x), binning_y=int(self.binning_y),
+            roi=SimpleNamespace(x_offset=x0, y_offset=y0, width=rw, height=rh, do_rectify=bool(rw)),
+        )
+
+
+def _adjust(k: np.ndarray, roi: tuple[int, int, int, int], bins: tuple[int, int]) -> np.ndarray:
+    out = np.array(k, dtype=np.float64)[:3, :3].copy()
+    out[0, 2] -= roi[0]
+    out[1, 2] -= roi[1]
+    out[0, :] /= bins[0]
+    out[1, :] /= bins[1]
+    return out
+
+
+def default_rectified_p(camera: LensCamera) -> np.ndarray:
+    """A sensible rectified projection ``(3, 4)`` for ``camera``, of the sensor's size with square pixels and a
+    centred principal point: K itself for a pinhole; for plumb_bob / rational_polynomial the widest such view whose
+    pixels all see through the sensor (the largest axis-aligned box inside the undistorted image of the sensor's
+    border, like ``cv2.getOptimalNewCameraMatrix(alpha=0)`` but without its anisotropic focal lengths); for the
+    equidistant fisheye a 120 degree horizontal field of view (90 degrees when the lens sees less than 130)."""
+    p = np.zeros((3, 4))
+    w, h = camera.width, camera.height
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    if camera.is_pinhole:
+        p[:, :3] = camera.k
+        return p
+    if camera.distortion_model == "equidistant":
+        fx, kcx = camera.k[0, 0], camera.k[0, 2]
+        half_fov = max(kcx + 0.5, w - 0.5 - kcx) / fx  # theta_d at the sensor's horizontal edge (~ half field of view)
+        fov = 120.0 if math.degrees(2 * half_fov) >= 130.0 else 90.0
+        f = 0.5 * w / math.tan(math.radians(fov) / 2)
+    else:
+        dirs, ok = lens_rays(camera.k, camera.d, camera.distortion_model, w, h)
+        x, y = dirs[..., 0], dirs[..., 1]
+        def inner(values, valid, pick):
+            values = values[valid]
+            if values.size == 0:
+                raise DatasetError("default_rectified_p: the lens model has no rays on the sensor's border")
+            return float(pick(values))
+        x_lo, x_hi = inner(x[:, 0], ok[:, 0], np.max), inner(x[:, -1], ok[:, -1], np.min)
+        y_lo, y_hi = inner(y[0, :], ok[0, :], np.max), inner(y[-1, :], ok[-1, :], np.min)
+        if not (x_lo < 0 < x_hi and y_lo < 0 < y_hi):
+            raise DatasetError("default_rectified_p: the optical axis is outside the sensor")
+        f = max(cx / -x_lo, (w - 1 - cx) / x_hi, cy / -y_lo, (h - 1 - cy) / y_hi)
+    p[:, :3] = [[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]]
+    return p
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise DatasetError("distorted cameras need OpenCV: pip install opencv-python-headless "
+                           "(or the package's 'cameras' extra)") from exc
+    return cv2
+
+
+def _undistort_cv(cv2, pts: np.ndarray, k: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Normalized undistorted ``(N, 2)`` of pixel points ``(N, 1, 2)``, iterated to convergence (OpenCV's default of
+    5 iterations leaves ~0.1 px at the corners of a strong barrel lens)."""
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-14)
+    if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4.x
+        out = cv2.undistortPointsIter(pts, k, d, None, None, criteria)
+    else:  # OpenCV 5: undistortPoints takes the criteria
+        out = cv2.undistortPoints(pts, k, d, None, None, None, criteria)
+    return out.reshape(-1, 2)
+
+
+def _fisheye_theta(theta_d: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Angle off axis ``theta`` with ``theta (1 + k1 theta^2 + ... + k4 theta^8) = theta_d`` (Newton, float64) and
+    where that has a solution in ``[0, pi]`` on the increasing branch."""
+    k1, k2, k3, k4 = (float(v) for v in d)
+    theta = theta_d.copy()
+    for _ in range(50):
+        t2 = theta * theta
+        f = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))) - theta_d
+        df = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
+        step = f / np.where(np.abs(df) > 1e-12, df, 1e-12)
+        theta = np.clip(theta - step, 0.0, math.pi)
+        if np.abs(step).max() < 1e-15:
+            break
+    t2 = theta * theta
+    f = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))) - theta_d
+    df = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
+    ok = np.isfinite(theta) & (np.abs(f) < 1e-10) & (df > 0) & (theta < math.pi)
+    return theta, ok
+
+
+def lens_rays(k: np.ndarray, d, distortion_model: str, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-frame ray directions through the pixel centres of a DISTORTED image.
+
+    plumb_bob / rational_polynomial: ``cv2.undistortPoints`` (iterated to convergence) gives ``(x, y)`` and the
+    ray is ``(x, y, 1)``; pixels whose undistorted point does not reproject onto them within 1e-3 px (outside the
+    invertible part of the lens model) are not ok.  equidistant: the angle off axis ``theta`` is solved from
+    ``theta_d = |K^-1 (u, v)|`` here (``cv2.fisheye.undistortPoints`` returns ``tan(theta)``, which cannot
+    represent 90 degrees and beyond), and the ray is ``(tan(theta) cos(phi), tan(theta) sin(phi), 1)`` where
+    ``cos(theta) >= 0.1`` and the unit vector ``(sin(theta) cos(phi), sin(theta) sin(phi), cos(theta))`` elsewhere
+    (including ``theta >= 90`` degrees, where ``z <= 0``).
+
+    Returns:
+        ``(dirs, ok)``: ``(H, W, 3)`` float64 directions (unit z wherever z is 1: the ray parameter of a hit is
+        then its depth) and ``(H, W)`` bool.
+    """
+    k = np.asarray(k, dtype=np.float64)
+    dist = np.asarray(d, dtype=np.float64).reshape(-1)
+    jj, ii = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    if distortion_model == "equidistant":
+        if dist.size == 0:
+            dist = np.zeros(4)
+        yd = (ii - k[1, 2]) / k[1, 1]
+        xd = (jj - k[0, 2] - k[0, 1] * yd) / k[0, 0]
+        theta_d = np.hypot(xd, yd)
+        theta, ok = _fisheye_theta(theta_d, dist)
+        safe = np.where(theta_d > 0, theta_d, 1.0)
+        cphi, sphi = np.where(theta_d > 0, xd / safe, 0.0), np.where(theta_d > 0, yd / safe, 0.0)
+        ct = np.cos(theta)
+        z_unit = ct >= _Z_UNIT_MIN_COS
+        radial = np.where(z_unit, np.tan(np.where(z_unit, theta, 0.0)), np.sin(theta))
+        dirs = np.stack([radial * cphi, radial * sphi, np.where(z_unit, 1.0, ct)], axis=-1)
+        return dirs, ok
+    if distortion_model not in DISTORTION_MODELS:
+        raise DatasetError(f"lens_rays: unknown distortion model {distortion_model!r}")
+    cv2 = _cv2()
+    pts = np.stack([jj, ii], axis=-1).reshape(-1, 1, 2)
+    if not dist.any():
+        xy = np.stack([((jj - k[0, 2] - k[0, 1] * (ii - k[1, 2]) / k[1, 1]) / k[0, 0]).reshape(-1),
+                       ((ii - k[1, 2]) / k[1, 1]).reshape(-1)], axis=-1)
+    else:
+        xy = _undistort_cv(cv2, pts, k, dist)
+    obj = np.concatenate([xy, np.ones((xy.shape[0], 1))], axis=1)
+    uv, _ = cv2.projectPoints(obj.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), k, dist)
+    err = np.abs(uv.reshape(-1, 2) - pts.reshape(-1, 2)).max(axis=1)
+    ok = (np.isfinite(xy).all(axis=1) & (err < 1e-3)).reshape(height, width)
+    dirs = np.concatenate([np.where(np.isfinite(xy), xy, 0.0), np.ones((xy.shape[0], 1))], axis=1)
+    return dirs.reshape(height, width, 3), ok
+
+
+def _cone_rect(lo: np.ndarray, hi: np.ndarray, origin: tuple, unit: Vec) -> tuple[int, int, int, int] | None:
+    """Pixel rectangle (end exclusive) holding every ray (unit world directions ``unit``) that may hit the box
+    ``(lo, hi)``: those inside the cone from the camera around the box's bounding sphere; None when there are
+    none.  Works for any lens (the rays need not come from a pinhole)."""
+    centre = (np.asarray(lo) + np.asarray(hi)) / 2
+    radius = float(np.linalg.norm(np.asarray(hi) - np.asarray(lo))) / 2
+    v = centre - np.asarray(origin)
+    dist = float(np.linalg.norm(v))
+    height, width = unit[0].shape
+    if dist <= radius * 1.001 + 1e-6:
+        return 0, height, 0, width
+    v = v / dist
+    cos_max = math.sqrt(max(0.0, 1.0 - (radius / dist) ** 2)) - 1e-4
+    inside = float(v[0]) * unit[0] + float(v[1]) * unit[1] + float(v[2]) * unit[2] >= cos_max
+    rows = inside.any(dim=1).nonzero()
+    if rows.numel() == 0:
+        return None
+    cols = inside.any(dim=0).nonzero()
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+@dataclass(frozen=True)
+class DistortedRender:
+    """An image of a :class:`LensCamera` with exact ground truth.
+
+    Attributes:
+        rgb: ``(h, w, 3)`` uint8 image the camera sends (ROI cropped, then binned by averaging).
+        depth: ``(h, w)`` float32 z along the optical axis, metres; NaN on sky, on rays at or beyond 90 degrees
+            off axis and where the lens model has no ray.  Binned depth is the mean over each bin (NaN when any
+            of its pixels is), the depth a binned pixel averages.
+        camera_info: :meth:`LensCamera.camera_info` (CameraInfo fields; K, D, P of the full sensor).
+        camera: the camera.
+        rays: ``(H, W, 3)`` float64 full-sensor ray directions (:func:`lens_rays`): the camera-frame point of a
+            pixel with depth is ``depth * ray / ray_z``.
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    camera_info: SimpleNamespace
+    camera: LensCamera
+    rays: np.ndarray
+
+
+def bin_image(image: np.ndarray, roi: tuple[int, int, int, int], bins: tuple[int, int]) -> np.ndarray:
+    """Crop ``roi`` ``(x_offset, y_offset, width, height)`` out of a full-sensor image, then average ``bins``
+    ``(bx, by)`` blocks: uint8 rounds to nearest, float propagates NaN."""
+    x0, y0, w, h = roi
+    bx, by = bins
+    crop = image[y0:y0 + h, x0:x0 + w]
+    if (bx, by) == (1, 1):
+        return crop.copy()
+    blocks = crop.reshape(h // by, by, w // bx, bx, *crop.shape[2:]).astype(np.float64)
+    mean = blocks.mean(axis=(1, 3))
+    if image.dtype == np.uint8:
+        return np.floor(mean + 0.5).astype(np.uint8)
+    return mean.astype(image.dtype)
+
+
+def render_distorted(scene: Scene, camera: LensCamera, pose: np.ndarray, *, device: torch.device | str = "cpu",
+                     shadows: bool = True) -> DistortedRender:
+    """Ray-cast the image a real camera (lens distortion, ROI, binning) sends, with exact depth.
+
+    Every pixel centre of the full distorted sensor image gets its own ray (:func:`lens_rays`), so the image and
+    the depth are those of the lens model exactly (no resampling).  A pinhole camera (zero ``d``) takes
+    :func:`render_scene`'s rays and gives its image and depth bit for bit.  The full sensor is rendered, then the
+    ROI is cropped and the result binned by averaging (:func:`bin_image`).  Pixels without a ray (outside the
+    invertible part of the lens model) are black with NaN depth.
+    """
+    k, p = _check_inputs(scene, camera.k, pose, camera.width, camera.height)
+    width, height = int(camera.width), int(camera.height)
+    dtype = torch.float32
+    if camera.is_pinhole:
+        rays = pixel_rays(k, width, height, dtype, device)
+        dirs = torch.stack(rays, dim=-1).double().cpu().numpy()
+        ok = None
+        t_best, hit, image, _ = _cast(
+            scene, k, p, rays, lambda lo, hi, origin, dw: _screen_rect(_aabb_corners(lo, hi), p, k, width, height),
+            shadows)
+    else:
+        dirs, ok_np = lens_rays(k, camera.d, camera.distortion_model, width, height)
+        rays = tuple(torch.as_tensor(dirs[..., c], dtype=dtype, device=device).contiguous() for c in range(3))
+        ok = torch.as_tensor(ok_np, device=device)
+        unit: list = []
+
+        def rect_of(lo, hi, origin, dw):
+            if not unit:
+                length = torch.sqrt(dw[0] * dw[0] + dw[1] * dw[1] + dw[2] * dw[2])
+                unit.extend(c / length for c in dw)
+            return _cone_rect(lo, hi, origin, unit)
+
+        t_best, hit, image, _ = _cast(scene, k, p, rays, rect_of, shadows)
+    if ok is None:
+        depth = torch.where(hit, t_best, torch.nan)
+    else:
+        dz = rays[2]
+        depth = torch.where(hit & ok & (dz > 0), t_best * dz, torch.nan)
+        image = torch.where(ok[..., None], image, torch.zeros_like(image))
+    rgb = image.cpu().numpy()
+    depth_np = depth.cpu().numpy()
+    if camera.roi_box != (0, 0, width, height) or camera.bin_factors != (1, 1):
+        rgb = bin_image(rgb, camera.roi_box, camera.bin_factors)
+        depth_np = bin_image(depth_np, camera.roi_box, camera.bin_factors)
+    return DistortedRender(rgb=rgb, depth=depth_np, camera_info=camera.camera_info(), camera=camera, rays=dirs)
+
+
+def render_rectified(scene: Scene, camera: LensCamera, pose: np.ndarray, *, device: torch.device | str = "cpu",
+                     shadows: bool = True) -> Sample:
+    """The exact view of the rectified camera of ``camera`` (same pose): :func:`render_scene` with
+    :meth:`LensCamera.rectified` (``P[:3, :3]`` adjusted for the ROI and binning, at the image's size).  Its
+    ``depth`` is the ground truth of a depth map in the rectified camera."""
+    k_rect, width, height = camera.rectified()
+    return render_scene(scene, k_rect, pose, width, height, device=device, shadows=shadows, source="rectified")
+
+
+def render_pinhole_depth(scene: Scene, k: np.ndarray, pose: np.ndarray, width: int, height: int, *,
+                         device: torch.device | str = "cpu") -> np.ndarray:
+    """Exact depth ``(height, width)`` float32 (NaN on sky) of any pinhole camera ``k`` at ``pose``, e.g. the
+    camera a published ``depth/camera_info`` describes."""
+    return render_scene(scene, k, pose, width, height, device=device, shadows=False).depth
