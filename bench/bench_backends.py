@@ -41,7 +41,7 @@ from typing import Any
 from _harness import REFERENCE, cpu_model_name, log, machine_info, p95, peak_rss_mb, rss_mb, run_child
 
 MODELS = {"public": None, "vits": "vits14_variant", "vitb": "vitb14_variant", "vitl": "vitl14_v2json"}
-VARIANTS = ("eager", "compiled", "ort-cpu", "ort-cuda", "ort-tensorrt")
+VARIANTS = ("eager", "compiled", "cuda-graphs", "ort-cpu", "ort-cuda", "ort-tensorrt")
 ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "tensorrt"}
 #: dense peak TFLOPS (fp32, fp16/bf16 tensor cores) of GPUs we may run on; others need --peak-tflops
 GPU_PEAKS = {"H100": (67.0, 989.0), "H200": (67.0, 989.0), "A100": (19.5, 312.0), "L4": (30.3, 121.0)}
@@ -140,10 +140,11 @@ def run_single(spec: dict[str, Any]) -> dict[str, Any]:
         predictor = Predictor(model, backend="onnx", onnx_path=path, onnx_providers=[ORT_PROVIDER[variant]],
                               onnx_cache_dir=Path(spec["workdir"]) / "trt_cache", **kwargs)
         result["providers"] = predictor.onnx.providers
-    elif variant == "compiled":
+    elif variant in ("compiled", "cuda-graphs"):
         from moge2_ros.backends.torch_options import TorchOptions
 
-        predictor = Predictor(model, torch_options=TorchOptions(compile=True), **kwargs)
+        options = TorchOptions(compile=True) if variant == "compiled" else TorchOptions(cuda_graphs=True)
+        predictor = Predictor(model, torch_options=options, **kwargs)
     else:
         predictor = Predictor(model, **kwargs)
     if device.startswith("cuda"):
@@ -265,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                                 variant == "ort-tensorrt" and precision == "fp16"):
                             log(f"{model} {tokens} {variant} {precision}: skipped (the ONNX graph "
                                 "is fp32; half precision on ONNX Runtime is TensorRT's fp16 mode only)")
+                            continue
+                        if variant == "cuda-graphs" and device == "cpu":
+                            log(f"{model} {tokens} {variant} {precision}: skipped (CUDA graphs need a CUDA device)")
                             continue
                         spec = dict(model=model, tokens=tokens, variant=variant, precision=precision, device=device,
                                     height=args.height, width=args.width, batch=args.batch, repeats=args.repeats,

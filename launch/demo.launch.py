@@ -26,6 +26,9 @@ def generate_launch_description() -> LaunchDescription:
         launch_arguments={
             "camera": "camera",
             "model": LaunchConfiguration("model"),
+            # The demo camera publishes reliably on this machine: a reliable input takes every frame it sends
+            # (a best-effort one loses frames to a busy CPU), as `moge2-ros demo` does.
+            "input_qos": "reliable",
             "use_rviz": LaunchConfiguration("use_rviz"),
         }.items(),
     )

@@ -26,6 +26,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("image", default_value="image_raw", description="input image topic (relative to camera)"),
         DeclareLaunchArgument("camera_info", default_value="camera_info", description="input camera_info topic"),
         DeclareLaunchArgument("image_transport", default_value="raw", description="raw or compressed"),
+        DeclareLaunchArgument("input_qos", default_value="sensor_data",
+                              description="QoS of the inputs: sensor_data (best effort) or reliable"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "moge2.yaml"]),
                               description="parameter file (see config/moge2.yaml)"),
         DeclareLaunchArgument("model", default_value="",
@@ -55,6 +57,7 @@ def generate_launch_description() -> LaunchDescription:
                 "device": LaunchConfiguration("device"),
                 "precision": LaunchConfiguration("precision"),
                 "image_transport": LaunchConfiguration("image_transport"),
+                "input_qos": LaunchConfiguration("input_qos"),
             },
         ],
         remappings=[

@@ -93,6 +93,8 @@ def test_launch_files_run_with_defaults_only(name, monkeypatch):
     if name == "moge2.launch.py":
         (node,) = [c for c in built if type(c).__name__ == "Node" and c.kwargs.get("executable") == "moge2_node"]
         overrides = node.kwargs["parameters"][1]
+        assert overrides["input_qos"].args == ("input_qos",)
+        assert arguments["input_qos"]["default_value"] == "sensor_data"
         for param in ("model", "onnx_path"):
             value = overrides[param]
             assert type(value).__name__ == "ParameterValue" and value.kwargs == {"value_type": str}, param
@@ -101,6 +103,7 @@ def test_launch_files_run_with_defaults_only(name, monkeypatch):
         (include,) = [c for c in built if type(c).__name__ == "IncludeLaunchDescription"]
         passed = dict(include.kwargs["launch_arguments"])
         assert passed["model"].args == ("model",)
+        assert passed["input_qos"] == "reliable"  # every demo frame reaches the node (as `moge2-ros demo`)
 
 
 def test_ros_package_links_and_manifests():
