@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Final, Sequence
 
 import numpy as np
 
@@ -39,6 +39,26 @@ class CameraIntrinsics:
     width: int | None = None
     height: int | None = None
     source: str = field(default="intrinsics", compare=False)
+    distortion_model: str = ""
+    d: tuple[float, ...] = ()
+    r: tuple[float, ...] = ()
+    p: tuple[float, ...] = ()
+
+    @property
+    def distorted(self) -> bool:
+        """Whether a distortion with a non-zero coefficient was given (the image is rectified before the model)."""
+        return any(v != 0 for v in self.d)
+
+    def camera_info(self) -> Any:
+        """The calibration as an object with the ``sensor_msgs/CameraInfo`` fields (for
+        :func:`moge2_ros.io.camera_model.camera_model_from_info`; size 0x0 when the file named none)."""
+        from types import SimpleNamespace
+
+        roi = SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0, do_rectify=False)
+        return SimpleNamespace(
+            width=self.width or 0, height=self.height or 0, distortion_model=self.distortion_model, d=list(self.d),
+            k=[self.fx, 0.0, self.cx, 0.0, self.fy, self.cy, 0.0, 0.0, 1.0], r=list(self.r) or [0.0] * 9,
+            p=list(self.p) or [0.0] * 12, binning_x=0, binning_y=0, roi=roi)
 
     def matrix(self) -> np.ndarray:
         """``(3, 3)`` float32 ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``."""
@@ -101,6 +121,53 @@ def _from_matrix(matrix: Any, where: str, width: Any = None, height: Any = None)
     return _checked_intrinsics((k[0], k[4], k[2], k[5]), where, width, height)
 
 
+_CALIBRATION_KEYS: Final[dict[str, tuple[tuple[str, ...], int | None]]] = {
+    # field -> (keys in a ROS camera_calibration YAML / a JSON, number of values or None = any)
+    "d": (("distortion_coefficients", "D", "d"), None),
+    "r": (("rectification_matrix", "R", "r"), 9),
+    "p": (("projection_matrix", "P", "p"), 12),
+}
+
+
+def _numbers(value: Any, count: int | None, where: str) -> tuple[float, ...]:
+    if isinstance(value, dict) and "data" in value:  # ROS YAML: {rows, cols, data}
+        value = value["data"]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(r, (list, tuple)) for r in value):
+        value = [v for row in value for v in row]
+    if not isinstance(value, (list, tuple)):
+        raise InputError(f"{where}: expected a list of numbers, got {type(value).__name__}")
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: expected numbers, got {_one_line(repr(value))[:120]}") from None
+    if count is not None and len(numbers) != count:
+        raise InputError(f"{where}: expected {count} numbers, got {len(numbers)}")
+    if not all(math.isfinite(v) for v in numbers):
+        raise InputError(f"{where}: expected finite numbers, got {list(numbers)}"[:300])
+    return numbers
+
+
+def _with_distortion(intrinsics: CameraIntrinsics, data: dict[str, Any], where: str) -> CameraIntrinsics:
+    """Add D, R, P and the distortion model of a ROS ``camera_calibration`` YAML (or a JSON with those keys);
+    the model is checked (:func:`moge2_ros.io.camera_model.check_distortion`), R and P when the image is known."""
+    from moge2_ros.io.camera_model import check_distortion
+
+    values: dict[str, Any] = {}
+    for name, (keys, count) in _CALIBRATION_KEYS.items():
+        for key in keys:
+            if key in data and data[key] is not None:
+                values[name] = _numbers(data[key], count, f"{where} [{key}]")
+                break
+    model = data.get("distortion_model", "plumb_bob" if values.get("d") else "")
+    if not isinstance(model, str):
+        raise InputError(f"{where} [distortion_model]: expected a name, got {type(model).__name__}")
+    check_distortion(model, list(values.get("d", ())), f"{where} [distortion_coefficients]",
+                     f"{where} [distortion_model]")
+    if not values:
+        return intrinsics
+    return replace(intrinsics, distortion_model=model, **values)
+
+
 def parse_intrinsics_arg(text: str) -> CameraIntrinsics:
     """Parse ``fx,fy,cx,cy`` (pixels; commas and/or white space), as given to ``--intrinsics``."""
     parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
@@ -116,6 +183,9 @@ def load_intrinsics_file(path: str | Path) -> CameraIntrinsics:
       * ``.json`` / ``.yaml`` / ``.yml`` mapping with one of: ``intrinsics`` or ``K`` or ``camera_matrix``
         (3x3 nested list, 9 numbers, or ROS ``{rows, cols, data}``), or ``fx``, ``fy``, ``cx``, ``cy``;
         optional image size as ``width``/``height`` or ``image_width``/``image_height`` (ROS calibration YAML);
+        optional ``distortion_model`` with ``distortion_coefficients`` (D), ``rectification_matrix`` (R) and
+        ``projection_matrix`` (P) of a ROS ``camera_calibration`` YAML (or ``D``, ``R``, ``P``): a distorted
+        camera's images are rectified before the model (:func:`moge2_ros.pipeline.images.infer_image_file`);
         the ``<stem>.json`` files written by ``infer`` are accepted too;
       * any other suffix (e.g. ``.txt``): 9 numbers (3x3 row-major) or 4 numbers ``fx fy cx cy``, separated by
         white space or commas; ``#`` starts a comment.
@@ -145,9 +215,10 @@ def load_intrinsics_file(path: str | Path) -> CameraIntrinsics:
         height = data.get("height", data.get("image_height"))
         for key in ("intrinsics", "K", "k", "camera_matrix"):
             if key in data:
-                return _from_matrix(data[key], f"{where} [{key}]", width, height)
+                return _with_distortion(_from_matrix(data[key], f"{where} [{key}]", width, height), data, where)
         if all(k in data for k in ("fx", "fy", "cx", "cy")):
-            return _checked_intrinsics([data[k] for k in ("fx", "fy", "cx", "cy")], where, width, height)
+            return _with_distortion(
+                _checked_intrinsics([data[k] for k in ("fx", "fy", "cx", "cy")], where, width, height), data, where)
         raise InputError(f"{where}: found none of 'intrinsics', 'K', 'camera_matrix' or fx/fy/cx/cy")
     numbers = re.split(r"[,\s]+", "\n".join(line.split("#")[0] for line in text.splitlines()).strip())
     numbers = [n for n in numbers if n]

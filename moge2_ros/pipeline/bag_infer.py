@@ -2,7 +2,8 @@
 
 For every selected image message the output bag gets, under the output namespace (default ``/moge2``), the same
 topics and message content as ``moge2_node`` publishes: ``depth/image`` (32FC1 metres, NaN invalid),
-``depth/camera_info`` (K of the depth image: the input CameraInfo's when valid, else the estimate), ``geometry``
+``depth/camera_info`` (K of the depth image: the input CameraInfo's when valid, its rectified camera P[:3, :3] when
+it has distortion, else the estimate), ``geometry``
 (``moge2_ros_msgs/MonocularGeometry``) and optionally ``points`` (PointCloud2 x, y, z, rgb). The content comes from
 the node's own frame pipeline (:class:`moge2_ros.pipeline.frame.FramePipeline`, decoding by
 :func:`~moge2_ros.pipeline.frame.decode_rgb`), so it equals the node's byte for byte for the same frames and
@@ -70,7 +71,10 @@ class BagInferOptions:
             not written: ``estimate_normals=False`` saves their cost).
         image_topic: Image or CompressedImage topic; None = the only image topic of the bag.
         camera_info_topic: CameraInfo of the image; None = the image's sibling ``.../camera_info`` if present.
-        use_camera_info: use the CameraInfo's K (only the depth shift is solved); False = estimate K.
+        use_camera_info: use the CameraInfo (K, D, R, P, binning, ROI; only the depth shift is solved); False =
+            estimate K.
+        rectify, output_grid: as the node's parameters: a distorted camera is rectified before the model and its
+            outputs are those of the rectified camera P (``rectified``) or on the raw image grid (``raw``).
         output_namespace: prefix of the output topics (``<ns>/depth/image``, ...).
         points: also write ``<ns>/points``; ``cloud_organized`` / ``cloud_stride`` / ``cloud_rgb`` as the node's
             parameters of the same names.
@@ -85,6 +89,8 @@ class BagInferOptions:
     image_topic: str | None = None
     camera_info_topic: str | None = None
     use_camera_info: bool = True
+    rectify: bool = True
+    output_grid: str = "rectified"
     output_namespace: str = "/moge2"
     points: bool = False
     cloud_organized: bool = True
@@ -98,10 +104,12 @@ class BagInferOptions:
 
     def frame_config(self) -> FrameConfig:
         """The node's frame settings that give the same content: 32FC1 NaN depth, the cloud options here, and the
-        CameraInfo's K when one is given with a frame (raises InputError for a bad ``cloud_stride``)."""
+        CameraInfo's camera when one is given with a frame, rectified as ``rectify`` / ``output_grid`` say (raises
+        InputError for a bad ``cloud_stride`` or ``output_grid``)."""
         return FrameConfig(intrinsics_source="camera_info", depth_encoding="32FC1", invalid_depth="nan",
                            cloud_organized=self.cloud_organized, cloud_stride=self.cloud_stride,
-                           cloud_rgb=self.cloud_rgb, cloud_normals=False)
+                           cloud_rgb=self.cloud_rgb, cloud_normals=False, rectify=self.rectify,
+                           output_grid=self.output_grid)
 
     def outputs(self) -> frozenset[str]:
         """The :data:`~moge2_ros.pipeline.frame.OUTPUTS` a frame writes."""
@@ -443,13 +451,13 @@ def _infer_frame(bag: BagReader, writer: BagWriter, raw: RawMessage, infos: Came
         text = str(frame.intrinsics_error)
         if text not in warned_info:
             warned_info.add(text)
-            say(f"bag-infer: ignoring camera_info {infos.topic} ({text}): estimating the intrinsics")
-    if info is not None and "distortion" not in warned_info:
+            say(f"bag-infer: ignoring camera_info {infos.topic} ({text}): {frame.camera_note or 'estimating the intrinsics'}")
+    if frame.distortion_ignored and info is not None and "distortion" not in warned_info:
         try:
             note = distortion_note(info)
         except InputError:  # a malformed D: the CameraInfo check reports what is wrong with the message
             note = None
-        if note is not None:  # once per run: the images are used as if they were rectified
+        if note is not None:  # once per run, rectify off: the images are used as if they were rectified
             warned_info.add("distortion")
             say(f"bag-infer: {note}")
     report.inference_s += frame.inference_s

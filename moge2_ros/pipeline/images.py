@@ -65,6 +65,7 @@ def write_outputs(
     write_ply_file: bool = True,
     exr: bool = False,
     inference_time_s: float | None = None,
+    camera: dict[str, Any] | None = None,
 ) -> ImageOutputs:
     """Write the per-image outputs (module docstring) of one prediction.
 
@@ -78,6 +79,7 @@ def write_outputs(
         write_ply_file: write ``<stem>.ply``.
         exr: write ``<stem>_depth.exr`` instead of ``<stem>_depth.npy`` (needs OpenEXR).
         inference_time_s: recorded in the JSON.
+        camera: how a distorted calibration was rectified (recorded as ``camera`` in the JSON), or None.
 
     Raises:
         InputError: the prediction's size differs from the image's.
@@ -140,6 +142,7 @@ def write_outputs(
             "depth_png": "uint16 millimetres, 0 = invalid, clipped at 65.535 m",
             "depth_float": "float32 metres, NaN = invalid",
         },
+        **({"camera": camera} if camera is not None else {}),
         "outputs": {kind: path.name for kind, path in written.items()},
         "moge2_ros_version": __version__,
     }
@@ -174,7 +177,9 @@ def infer_image_file(
 
     Raises:
         InputError: an unreadable image, a non-colour one (a 16-bit / float single-channel depth map or label),
-            intrinsics for another image size or implausible for this one.
+            intrinsics for another image size or implausible for this one.  A calibration with distortion (a ROS
+            ``camera_calibration`` YAML with D, R, P) rectifies the image first: the outputs (and the ``intrinsics``
+            in the JSON) are those of the rectified pinhole camera, with a ``camera`` record of the rectification.
         OSError: the file system failed.
     """
     from moge2_ros.io import read_image_rgb
@@ -186,7 +191,14 @@ def infer_image_file(
     image = read_image_rgb(path, predictor.pixel_limit())
     height, width = image.shape[:2]
     start = time.perf_counter()
-    if intrinsics is not None:
+    camera = None
+    if intrinsics is not None and intrinsics.distorted:
+        import torch
+
+        rectified, k_rect, camera = _rectified(predictor, intrinsics, image, str(path))
+        geometry = predictor.predict(rectified, intrinsics=k_rect)
+        image = (rectified.permute(1, 2, 0) * 255.0).round_().to(torch.uint8).cpu().numpy()  # colours of the PLY
+    elif intrinsics is not None:
         geometry = predictor.predict(image, intrinsics=intrinsics.matrix_for(width, height, str(path)))
     elif fov_x is not None:
         geometry = predictor.predict(image, fov_x=fov_x)
@@ -195,4 +207,26 @@ def infer_image_file(
     result = geometry.numpy()
     elapsed = time.perf_counter() - start
     return write_outputs(out_dir, stem, image, result, model_source=str(predictor.model_id), image_path=path,
-                         write_ply_file=write_ply_file, exr=exr, inference_time_s=round(elapsed, 4))
+                         write_ply_file=write_ply_file, exr=exr, inference_time_s=round(elapsed, 4), camera=camera)
+
+
+def _rectified(predictor: "Predictor", intrinsics: "CameraIntrinsics", image: "np.ndarray", name: str) \
+        -> tuple[Any, "np.ndarray", dict[str, Any]]:
+    """A distorted calibration's rectified view of ``image``: ``(3, h, w)`` tensor on the predictor's device, its
+    pinhole K' (P[:3, :3] of the file, else K) and the JSON record of the rectification.
+
+    Raises:
+        InputError: the calibration does not fit the image (size, implausible K / P, bad D / R), OpenCV missing.
+    """
+    from moge2_ros.io.camera_model import camera_model_from_info
+    from moge2_ros.pipeline.rectify import Rectifier
+
+    height, width = image.shape[:2]
+    try:
+        model = camera_model_from_info(intrinsics.camera_info(), width, height)
+        rectifier = Rectifier(model, predictor.device)
+    except InputError as exc:
+        raise InputError(f"{intrinsics.source} for {name}: {exc}") from None
+    record = {"rectified": True, "distortion_model": model.distortion_model, "d": model.d.tolist(),
+              "raw_k": model.k.tolist(), "rectified_k": rectifier.k.tolist()}
+    return rectifier.rectify(image), rectifier.k, record

@@ -7,9 +7,9 @@ topic                      type                                          notes
 =========================  ============================================  ============================================
 image                      sensor_msgs/Image (sub)                       rgb8, bgr8, rgba8, bgra8, mono8, mono16
 image/compressed           sensor_msgs/CompressedImage (sub)             with ``image_transport:=compressed``
-camera_info                sensor_msgs/CameraInfo (sub)                  used when valid (intrinsics_source)
+camera_info                sensor_msgs/CameraInfo (sub)                  K D R P binning ROI, when valid (rectified)
 depth/image                sensor_msgs/Image                             32FC1 metres (NaN/Inf invalid) or 16UC1 mm
-depth/camera_info          sensor_msgs/CameraInfo                        describes depth/image exactly
+depth/camera_info          sensor_msgs/CameraInfo                        describes depth/image exactly (K' = P)
 points                     sensor_msgs/PointCloud2                       x y z [rgb] [normal_*], metres
 normals                    sensor_msgs/Image                             32FC3 unit vectors, optical frame
 mask                       sensor_msgs/Image                             mono8, 255 = valid
@@ -19,6 +19,9 @@ geometry                   moge2_ros_msgs/MonocularGeometry              intrins
 =========================  ============================================  ============================================
 
 Every output of a frame carries that frame's header unchanged (REP 103 optical frame, REP 117/118 depth).
+A distorted camera (CameraInfo with a non-zero D) is rectified before the model (``rectify``): the outputs are
+those of the rectified pinhole camera P, or on the raw image grid with ``output_grid:=raw``; a refused CameraInfo
+is counted (``bad_input``) once per message and the last good one of the image size is used, else K is estimated.
 Latest-frame policy: the subscription callbacks only store the newest message; one worker thread runs
 inference on the newest stored frame, so a slow model drops frames (counted) instead of queueing them.
 
@@ -97,6 +100,11 @@ def frame_config(cfg: dict[str, Any]) -> FrameConfig:
         scale_smoothing=cfg["scale_smoothing"], depth_encoding=cfg["depth_encoding"],
         invalid_depth=cfg["invalid_depth"], cloud_organized=cfg["cloud_organized"],
         cloud_stride=cfg["cloud_stride"], cloud_rgb=cfg["cloud_rgb"], cloud_normals=cfg["cloud_normals"],
+        rectify=cfg["rectify"], output_grid=cfg["output_grid"], rectified_fov_deg=cfg["rectified_fov_deg"],
+        rectified_size=tuple(int(v) for v in cfg["rectified_size"]),  # type: ignore[arg-type]
+        fixed_distortion=tuple(float(v) for v in cfg["fixed_distortion"]) if cfg["intrinsics_source"] == "fixed"
+        else (),
+        fixed_distortion_model=cfg["fixed_distortion_model"],
     )
 
 
@@ -127,6 +135,7 @@ class Moge2Node(Node):
         self._slot_lock = threading.Condition()
         self._slot: tuple[Any, float] | None = None
         self._camera_info: CameraInfo | None = None
+        self._counted_info: CameraInfo | None = None  # the refused CameraInfo already counted as bad input
         self._distortion_warned = False
         self._stop = False
 
@@ -207,15 +216,7 @@ class Moge2Node(Node):
             self._slot_lock.notify()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
-        if not self._distortion_warned:
-            try:
-                note = distortion_note(msg)
-            except InputError:  # a malformed D: the per-frame CameraInfo check counts and reports the message
-                note = None
-            if note is not None:  # once per node: the image is used as if it were rectified
-                self._distortion_warned = True
-                self.get_logger().warning(note)
+        self._camera_info = msg  # checked by the frame pipeline (cached per content) when a frame uses it
 
     # ------------------------------------------------------------------------------------------------ worker
     def _run_worker(self) -> None:
@@ -279,12 +280,24 @@ class Moge2Node(Node):
         frame = self._pipeline.process(rgb, self._wanted(cfg), camera_info=info)
         if frame is None:
             return  # nobody listens: no inference at all
-        if frame.intrinsics_error is not None:  # the given K (camera_info or fixed_intrinsics) was not used
-            if cfg["intrinsics_source"] == "camera_info" and self._camera_info is info:  # counted once, not per frame
-                self._camera_info = None
-            self.stats.on_failure("bad_input", str(frame.intrinsics_error), frame=False)
-            self.get_logger().warning(f"estimating the intrinsics: {frame.intrinsics_error}",
-                                      throttle_duration_sec=LOG_THROTTLE_S)
+        if frame.intrinsics_error is not None:  # the given camera (camera_info or fixed_intrinsics) was not used
+            # A refused CameraInfo is counted once per message, not per frame (the pipeline keeps refusing it from
+            # its cache and uses the last good camera of this image size, or estimates K); fixed intrinsics per frame.
+            if cfg["intrinsics_source"] != "camera_info" or self._counted_info is not info:
+                self._counted_info = info
+                note = frame.camera_note or "estimating the intrinsics"
+                text = str(frame.intrinsics_error)
+                self.stats.on_failure("bad_input", text if note == "estimating the intrinsics" else f"{text}; {note}",
+                                      frame=False)
+                self.get_logger().warning(f"{note}: {text}", throttle_duration_sec=LOG_THROTTLE_S)
+        if frame.distortion_ignored and not self._distortion_warned and info is not None:
+            try:
+                note = distortion_note(info)
+            except InputError:
+                note = None
+            if note is not None:  # once per node: with rectify off the image is used as if it were rectified
+                self._distortion_warned = True
+                self.get_logger().warning(f"{note} (rectify is false)")
 
         header = msg.header
         if frame.depth is not None:

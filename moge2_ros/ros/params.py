@@ -81,6 +81,22 @@ PARAMS: tuple[ParamSpec, ...] = (
               "depth shift is solved), estimate otherwise; estimate: always estimate; fixed: use fixed_intrinsics.",
               choices=("camera_info", "estimate", "fixed")),
     ParamSpec("fixed_intrinsics", [0.0, 0.0, 0.0, 0.0], "fx, fy, cx, cy in pixels for intrinsics_source=fixed."),
+    ParamSpec("fixed_distortion", [0.0, 0.0, 0.0, 0.0, 0.0], "Distortion coefficients D of fixed_intrinsics (for "
+              "drivers that publish no CameraInfo): 5 for plumb_bob, 8 for rational_polynomial, 4 for equidistant; "
+              "all zero = none."),
+    ParamSpec("fixed_distortion_model", "plumb_bob", "Distortion model of fixed_distortion.",
+              choices=("plumb_bob", "rational_polynomial", "equidistant")),
+    # real cameras
+    ParamSpec("rectify", True, "Rectify a distorted camera (CameraInfo or fixed D non-zero) before the model: the "
+              "outputs are those of the rectified pinhole camera (P). false: use K on the raw image as if it were "
+              "rectified (warned once)."),
+    ParamSpec("output_grid", "rectified", "Outputs of a rectified camera: rectified (depth/camera_info = P[:3,:3], "
+              "no distortion) or raw (depth, mask, normals, points resampled onto the raw image grid, with the "
+              "input CameraInfo).", choices=("rectified", "raw")),
+    ParamSpec("rectified_fov_deg", 0.0, "Horizontal field of view of the rectified view in degrees, e.g. a wide "
+              "pinhole crop of a fisheye (0 = the CameraInfo's P, or K when P is all zero).",
+              float_range=(0.0, 150.0)),
+    ParamSpec("rectified_size", [0, 0], "Width, height of the rectified view in pixels ([0, 0] = the image's size)."),
     ParamSpec("intrinsics_stabilization", "none", "For estimated intrinsics of a fixed camera: none, average (mean "
               "of the last intrinsics_window frames) or lock (mean of the first intrinsics_window frames, then "
               "frozen).", choices=("none", "average", "lock")),
@@ -154,6 +170,14 @@ def check_value(name: str, value: Any) -> str | None:
         return f"'{name}' cannot change at run time (needs a model reload or new subscriptions): restart the node"
     if spec.choices and value not in spec.choices:
         return short_reason(f"'{name}' must be one of {list(spec.choices)}, got {short(value)}")
+    if name == "fixed_distortion":
+        values = list(value)
+        if not all(math.isfinite(v) for v in values):
+            return short_reason(f"'fixed_distortion' must be finite numbers, got {short(values)}")
+    if name == "rectified_size":
+        values = list(value)
+        if len(values) != 2 or not all(0 <= v <= 65536 for v in values) or (0 in values and values != [0, 0]):
+            return short_reason(f"'rectified_size' must be [width, height] > 0 or [0, 0], got {short(values)}")
     if name == "fixed_intrinsics":
         values = list(value)
         if len(values) != 4 or not all(math.isfinite(v) for v in values) or any(v <= 0 for v in values[:2]):

@@ -85,8 +85,8 @@ def test_duck_typed_images_and_camera_info() -> None:
     decoded = depth_from_msg(SimpleNamespace(**vars(codec.encode_depth(depth, "32FC1"))))
     assert decoded[0, 0] == np.float32(1.5) and np.isnan(decoded.ravel()[1:]).all()
     k = np.array([[100.0, 0, 3.0], [0, 90.0, 2.0], [0, 0, 1]])
-    info = SimpleNamespace(**vars(codec.encode_camera_info(k, 6, 4)), binning_x=0, binning_y=0,
-                           roi=SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0))
+    info = SimpleNamespace(**{**vars(codec.encode_camera_info(k, 6, 4)),
+                              "roi": SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0)})
     np.testing.assert_array_equal(k_from_camera_info(info), k)
     with pytest.raises(InputError, match="expected the size of the image 8x4"):
         k_from_camera_info(info, 8, 4)

@@ -414,6 +414,20 @@ def test_camera_info_full_image_roi_and_binning_one_are_accepted() -> None:
     np.testing.assert_array_equal(camera_info_to_k(msg, 640, 480), _k())
 
 
+def test_camera_info_roi_then_binning_as_image_geometry() -> None:
+    """The image is the ROI of the full sensor, then binned: K's principal point moves by the ROI offset, then fx,
+    cx are divided by binning_x and fy, cy by binning_y (image_geometry.PinholeCameraModel)."""
+    msg = _camera_info(_k(fx=500.0, fy=505.0, cx=320.0, cy=240.0))
+    msg.roi = RegionOfInterest(x_offset=10, y_offset=20, width=320, height=240)
+    msg.binning_x, msg.binning_y = 2, 4
+    expected = np.array([[250.0, 0.0, 155.0], [0.0, 126.25, 55.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(camera_info_to_k(msg, 160, 60), expected)
+    binned = _camera_info(_k(fx=500.0, fy=505.0, cx=320.0, cy=240.0))
+    binned.binning_x = binned.binning_y = 2
+    np.testing.assert_array_equal(camera_info_to_k(binned, 320, 240),
+                                  [[250.0, 0.0, 160.0], [0.0, 252.5, 120.0], [0.0, 0.0, 1.0]])
+
+
 def test_camera_info_errors() -> None:
     def with_k(index: int, value: float) -> CameraInfo:
         values = _k().ravel()
@@ -441,8 +455,8 @@ def test_camera_info_errors() -> None:
         (with_k(8, 2.0), r"last row \(0, 0, 1\), found .* last row \(0, 0, 2\)"),
         (with_k(6, 1.0), r"last row \(1, 0, 1\)"),
         (with_k(3, 1.0), r"found K\[3\] = 1"),
-        (roi, r"expected no region of interest .* found x_offset=10, y_offset=20, width=320, height=240"),
-        (binned, r"expected no binning .* found 2x0"),
+        (roi, r"expected the size of the image 640x480 \(or 0x0\), found the 320x240 region of interest = 320x240"),
+        (binned, r"expected the size of the image 640x480 \(or 0x0\), found 640x480 binned 2x1 = 320x480"),
         (short_k, r"expected 9 values \(row-major 3x3\), found 4"),
     ]
     for msg, pattern in cases:

@@ -1,5 +1,6 @@
-"""Lens distortion in a CameraInfo is ignored (K alone is used) but never silently: the node warns once, and
-keeps using the CameraInfo's K."""
+"""Lens distortion in a CameraInfo: rectified by default (the outputs are the rectified camera P's, no warning);
+with ``rectify:=false`` the CameraInfo's K is used on the raw image and the node warns once that the distortion
+is ignored."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.ros
 
 WIDTH, HEIGHT = 96, 72
 K = np.array([[83.0, 0.0, 47.5], [0.0, 83.0, 35.5], [0.0, 0.0, 1.0]])
+P = np.array([[75.0, 0.0, 48.0, 0.0], [0.0, 75.0, 36.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
 NOTE = "plumb_bob distortion (D = [-0.3, 0.1, 0, 0, 0]) that is ignored"
 
 
@@ -29,15 +31,33 @@ def cam(client: RosClient, env: dict[str, str], workdir: Path, tiny_model_path: 
         node.stop()
 
 
-def test_distortion_is_warned_about_once_and_k_is_still_used(cam: RunningNode):
+def _distorted(cam: RunningNode) -> object:
+    info = camera_info(cam.client.now(), K, WIDTH, HEIGHT)
+    info.distortion_model = "plumb_bob"
+    info.d = [-0.3, 0.1, 0.0, 0.0, 0.0]
+    info.p = P.ravel().tolist()
+    return info
+
+
+def test_distortion_is_rectified_into_p_without_warning(cam: RunningNode) -> None:
     rgb = render_example_scene(WIDTH, HEIGHT, 60.0).rgb
-    for _ in range(3):
-        stamp = cam.client.now()
-        info = camera_info(stamp, K, WIDTH, HEIGHT)
-        info.distortion_model = "plumb_bob"
-        info.d = [-0.3, 0.1, 0.0, 0.0, 0.0]
-        _, out = cam.frame(rgb, info_msg=info)
-        np.testing.assert_array_equal(np.array(out["depth/camera_info"].k).reshape(3, 3), K)
-    log = cam.process.output()
-    assert log.count(NOTE) == 1, log[-3000:]
-    assert "give rectified images" in log
+    for _ in range(2):
+        _, out = cam.frame(rgb, info_msg=_distorted(cam))
+        msg = out["depth/camera_info"]
+        np.testing.assert_array_equal(np.array(msg.k).reshape(3, 3), P[:, :3])
+        np.testing.assert_array_equal(np.array(msg.d), np.zeros(5))
+    assert "that is ignored" not in cam.process.output()
+
+
+def test_rectify_false_uses_k_and_warns_once(cam: RunningNode) -> None:
+    rgb = render_example_scene(WIDTH, HEIGHT, 60.0).rgb
+    cam.client.set_ok(cam.fqn, rectify=False)
+    try:
+        for _ in range(3):
+            _, out = cam.frame(rgb, info_msg=_distorted(cam))
+            np.testing.assert_array_equal(np.array(out["depth/camera_info"].k).reshape(3, 3), K)
+        log = cam.process.output()
+        assert log.count(NOTE) == 1, log[-3000:]
+        assert "give rectified images" in log and "(rectify is false)" in log
+    finally:
+        cam.client.set_ok(cam.fqn, rectify=True)

@@ -240,10 +240,15 @@ def fuzz_camera_info(rng: np.random.Generator, stamp: Any, width: int,
     d = rng.normal(size=int(rng.integers(0, 20))).tolist()
     if d and rng.random() < 0.3:
         d[0] = math.nan
-    msg = CameraInfo(header=header(stamp, FRAME_ID), width=info_w, height=info_h,
-                     distortion_model=str(rng.choice(["plumb_bob", "rational_polynomial", "equidistant", "", "??"])),
-                     d=d, k=k.tolist(), r=rng.normal(size=9).tolist(), p=rng.normal(size=12).tolist(),
-                     binning_x=binning[0], binning_y=binning[1], roi=roi)
+    model = str(rng.choice(["plumb_bob", "rational_polynomial", "equidistant", "", "??"]))
+    r, p = rng.normal(size=9).tolist(), rng.normal(size=12).tolist()
+    if bad is False:  # valid: no distortion (any model name) or a mild plumb_bob one; R and P valid or all zero
+        d = [] if rng.random() < 0.3 else [0.0] * 5 if rng.random() < 0.5 else [-0.05, 0.01, 0.0, 0.0, 0.0]
+        model = "plumb_bob" if any(d) else model
+        r = np.eye(3).ravel().tolist() if rng.random() < 0.7 else [0.0] * 9
+        p = np.hstack([k.reshape(3, 3), np.zeros((3, 1))]).ravel().tolist() if rng.random() < 0.7 else [0.0] * 12
+    msg = CameraInfo(header=header(stamp, FRAME_ID), width=info_w, height=info_h, distortion_model=model,
+                     d=d, k=k.tolist(), r=r, p=p, binning_x=binning[0], binning_y=binning[1], roi=roi)
     return msg, bad
 
 
