@@ -158,6 +158,26 @@ def _numpy(x: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
+class _Prediction:
+    """The network's metric points of one frame with lazily computed full-image maps (the sample sources read only
+    their pixels; the range, floor and completion need the valid map)."""
+
+    def __init__(self, points: np.ndarray, mask: np.ndarray | None) -> None:
+        self.points, self.mask = points, mask
+        self._valid: np.ndarray | None = None
+
+    @property
+    def valid(self) -> np.ndarray:
+        if self._valid is None:
+            valid = np.isfinite(self.points).all(axis=-1) & (self.points[..., 2] > 0)
+            self._valid = valid if self.mask is None else valid & self.mask
+        return self._valid
+
+    @property
+    def depth(self) -> np.ndarray:
+        return np.where(self.valid, self.points[..., 2], np.nan)
+
+
 class ScaleAnchoring:
     """Per-camera metric scale anchoring and temporal filtering (see the module docstring).
 
@@ -230,15 +250,14 @@ class ScaleAnchoring:
             return self._finish(ScaleDecision("network", net, net, math.inf,
                                               reason=f"points must be (H, W, 3), found {pts.shape}"), drops, t0)
         height, width = pts.shape[:2]
-        valid = np.isfinite(pts).all(axis=-1) & (pts[..., 2] > 0)
+        m = None
         if mask is not None:
             m = _numpy(mask, bool)
             if m.shape != (height, width):
                 return self._finish(ScaleDecision("network", net, net, math.inf,
                                                   reason=f"mask {m.shape} does not match points {pts.shape}"),
                                     drops, t0)
-            valid &= m
-        depth = np.where(valid, pts[..., 2], np.nan)
+        pred = _Prediction(pts, m)
         if self._sizes.get(camera_id) != (width, height):
             if camera_id in self._filters:
                 self._filters[camera_id].reset()
@@ -259,7 +278,7 @@ class ScaleAnchoring:
                 reasons.append(f"{kind}: stale ({float(a_stamp) - float(stamp):+.3f} s)")
                 continue
             try:
-                fit = self._fit_one(anchor, pts, valid, depth, k, normals, drops)
+                fit = self._fit_one(anchor, pred, k, normals, drops)
             except AnchorError as exc:
                 drops.invalid += 1
                 reasons.append(str(exc))
@@ -276,33 +295,34 @@ class ScaleAnchoring:
                 reasons.append(f"{fit.source}: {fit.reason}")
         if not anchors:
             reasons.append("no anchors")
-        return self._decide(net, fits, reasons, drops, stamp, camera_id, dense, depth, t0)
+        return self._decide(net, fits, reasons, drops, stamp, camera_id, dense, pred, t0)
 
-    def _fit_one(self, anchor: Anchor, pts: np.ndarray, valid: np.ndarray, depth: np.ndarray, k: np.ndarray,
-                 normals, drops: DropCounts) -> SourceFit | None:
-        height, width = depth.shape
+    def _fit_one(self, anchor: Anchor, pred: "_Prediction", k: np.ndarray, normals,
+                 drops: DropCounts) -> SourceFit | None:
+        pts = pred.points
+        height, width = pts.shape[:2]
         opts = self.config.fit
         if isinstance(anchor, (PointCloudAnchor, DepthImageAnchor)):
             samples = anchor.samples(k, width, height, drops)
             if len(samples) == 0:
                 drops.empty += 1
-            return fit_depth_samples(anchor.kind, samples, depth, opts)
+            return fit_depth_samples(anchor.kind, samples, pts, pred.mask, opts)
         if isinstance(anchor, RangeAnchor):
             cone = anchor.checked(drops)
             if cone is None:
                 return None
             apex, axis, cos_half, distance = cone
-            return fit_range(pts, valid, apex, axis, cos_half, distance, float(anchor.log_std), opts)
+            return fit_range(pts, pred.valid, apex, axis, cos_half, distance, float(anchor.log_std), opts)
         if isinstance(anchor, CameraHeightAnchor):
             h, up = anchor.checked()
             nrm = None if normals is None else _numpy(normals, np.float32)
             if nrm is not None and nrm.shape != pts.shape:
                 nrm = None
-            return fit_ground(pts, valid, nrm, h, up, opts)
+            return fit_ground(pts, pred.valid, nrm, h, up, opts)
         raise AnchorError(f"anchors: unknown anchor type {type(anchor).__name__}")
 
     def _decide(self, net: float, fits: list[SourceFit], reasons: list[str], drops: DropCounts,
-                stamp: float | None, camera_id: str, dense: DepthImageAnchor | None, depth: np.ndarray,
+                stamp: float | None, camera_id: str, dense: DepthImageAnchor | None, pred: "_Prediction",
                 t0: float) -> ScaleDecision:
         cfg = self.config
         good = [f for f in fits if f.ok and f.correction > 0 and math.isfinite(f.log_std)]
@@ -337,7 +357,7 @@ class ScaleAnchoring:
             applied, log_std = net, cfg.network_log_std
         completed = None
         if cfg.mode == "complete" and dense is not None and good:
-            completed = self._complete(dense, depth * (applied / net))
+            completed = self._complete(dense, pred.depth * (applied / net))
         decision = ScaleDecision(
             source=source, network_scale=net, applied_scale=applied, log_std=log_std, anchor_scale=anchor_scale,
             anchor_log_std=anchor_std, anchor_count=count, inliers=inliers, residual_m=residual,

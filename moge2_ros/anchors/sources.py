@@ -44,6 +44,9 @@ __all__ = [
 
 #: Nearest z (metres) a projected sample may have; closer (or behind the camera) is dropped as ``behind``.
 MIN_Z_M = 1e-3
+#: Points per cloud at most (the index of a point is packed into 18 bits of the nearest-per-pixel key).
+_INDEX_BITS = 18
+_MAX_INDEX = 1 << _INDEX_BITS
 
 
 class AnchorError(InputError):
@@ -187,7 +190,8 @@ class PointCloudAnchor:
         extrinsic: sensor frame -> camera optical frame.
         stamp: acquisition time in seconds (same clock as the image), or None = taken with the image.
         weight: weight of every sample in the fit (``(0, 1]``).
-        max_points: points used at most; larger clouds are subsampled with a fixed stride (bounded time).
+        max_points: points used at most (<= 262144); larger clouds are subsampled with a fixed stride (bounded
+            time).
     """
 
     points: np.ndarray
@@ -204,34 +208,38 @@ class PointCloudAnchor:
             raise AnchorError(f"point anchor: expected an (N, 3) numeric array, found shape {pts.shape} "
                               f"dtype {pts.dtype}")
         r, t = self.extrinsic.matrix()
+        cap = min(int(self.max_points), _MAX_INDEX)
         n = pts.shape[0]
-        if n > self.max_points:
-            stride = math.ceil(n / self.max_points)
+        if n > cap:
+            stride = math.ceil(n / cap)
             pts = pts[::stride]
             drops.subsampled += n - pts.shape[0]
-        cam = pts.astype(np.float64) @ r.T + t
-        finite = np.isfinite(cam).all(axis=1)
-        drops.nan += int((~finite).sum())
-        cam = cam[finite]
-        front = cam[:, 2] > MIN_Z_M
-        drops.behind += int((~front).sum())
-        cam = cam[front]
-        z = cam[:, 2]
-        u = np.floor(k[0, 0] * cam[:, 0] / z + k[0, 1] * cam[:, 1] / z + k[0, 2] + 0.5)
-        v = np.floor(k[1, 1] * cam[:, 1] / z + k[1, 2] + 0.5)
+        px, py, pz = (pts[:, i].astype(np.float64) for i in range(3))
+        # the rotation written out (a BLAS matmul of (N, 3) x (3, 3) is slower and spins threads under load)
+        x, y, z = (r[i, 0] * px + r[i, 1] * py + r[i, 2] * pz + t[i] for i in range(3))
+        finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+        if not finite.all():  # boolean indexing only when needed
+            drops.nan += int(finite.size - np.count_nonzero(finite))
+            x, y, z = x[finite], y[finite], z[finite]
+        front = z > MIN_Z_M
+        drops.behind += int(front.size - np.count_nonzero(front))
+        z_safe = np.where(front, z, 1.0)
+        u = np.floor(k[0, 0] * x / z_safe + k[0, 1] * y / z_safe + k[0, 2] + 0.5)
+        v = np.floor(k[1, 1] * y / z_safe + k[1, 2] + 0.5)
         inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
-        drops.outside += int((~inside).sum())
-        u, v, z = u[inside].astype(np.int64), v[inside].astype(np.int64), z[inside]
-        if z.size == 0:
+        drops.outside += int(np.count_nonzero(front & ~inside))
+        sel = np.flatnonzero(front & inside)
+        if sel.size == 0:
             return DepthSamples.empty()
-        # nearest point per pixel: a scatter-min over the pixel grid (O(N + H W), no sort)
+        u, v, z = u[sel].astype(np.int64), v[sel].astype(np.int64), z[sel]
+        # nearest point per pixel in one scatter-min over the pixel grid (O(N + H W), no sort): the key orders by
+        # z (the bits of a positive float32 sort like the float) and then by the point's index (unique winner)
         pix = torch.from_numpy(v * width + u)
-        zt = torch.from_numpy(z)
-        nearest = torch.full((height * width,), math.inf, dtype=torch.float64)
-        nearest.scatter_reduce_(0, pix, zt, reduce="amin")
-        keep = (zt == nearest[pix]).numpy()
-        _, first = np.unique(pix.numpy()[keep], return_index=True)  # ties at equal z: one sample per pixel
-        idx = np.flatnonzero(keep)[first]
+        zbits = torch.from_numpy(z.astype(np.float32)).view(torch.int32).to(torch.int64)
+        key = (zbits << _INDEX_BITS) | torch.arange(z.size, dtype=torch.int64)
+        best = torch.full((height * width,), torch.iinfo(torch.int64).max, dtype=torch.int64)
+        best.scatter_reduce_(0, pix, key, reduce="amin")
+        idx = (best[pix] == key).nonzero().squeeze(1).numpy()
         return DepthSamples(u[idx], v[idx], z[idx], np.full(idx.size, float(self.weight)))
 
 
