@@ -209,21 +209,31 @@ def test_camera_info_is_used_and_passed_through_exactly(cam: RunningNode) -> Non
 
 
 def test_bad_camera_info_is_counted_once_and_skipped(cam: RunningNode) -> None:
-    """A CameraInfo with K = 0 (an uncalibrated camera) is counted once as bad input; intrinsics are estimated."""
+    """A CameraInfo with K = 0 (an uncalibrated camera) is counted once as bad input; the last good CameraInfo of
+    the image size stays in use (with none before it, K is estimated: test_intrinsics_plausibility.py)."""
     configure(cam, intrinsics_source="camera_info")
     rgb = scene(2)
+
+    def uses_given_k(out: dict) -> None:
+        geometry = out["geometry"]
+        assert geometry.intrinsics_estimated is False, "K = 0 must not be used"
+        np.testing.assert_array_equal(np.array(geometry.camera_info.k).reshape(3, 3), GIVEN_K)
+
+    uses_given_k(cam.frame(rgb, GIVEN_K, topics=("geometry",))[1])
+    start = cam.stable_counters()
     zero = camera_info(cam.client.now(), GIVEN_K, WIDTH, HEIGHT, FRAME_ID)
     zero.k = [0.0] * 9
     zero.p = [0.0] * 12
-    for _ in range(5):
+    for _ in range(5):  # the image can overtake its CameraInfo: then that frame used the good one still
         _, out = cam.frame(rgb, topics=("geometry",), info_msg=zero)
-        if out["geometry"].intrinsics_estimated:
+        uses_given_k(out)
+        before = cam.stable_counters()  # frames sent again by a retry are done
+        if before["bad_input"] > start["bad_input"]:
             break
-    assert out["geometry"].intrinsics_estimated is True, "K = 0 must not be used"
-    before = cam.stable_counters()  # frames sent again by a retry are done
+    assert before["bad_input"] == start["bad_input"] + 1, (start, before)
+    assert before["last_error"].endswith(f"; using the last good camera_info ({WIDTH}x{HEIGHT})"), before
     for _ in range(3):  # frames without a new CameraInfo: the bad one is not counted again
-        _, out = cam.frame(rgb, topics=("geometry",))
-        assert out["geometry"].intrinsics_estimated is True
+        uses_given_k(cam.frame(rgb, topics=("geometry",))[1])
     after = cam.stable_counters()
     assert after["processed"] >= before["processed"] + 3, (before, after)
     assert after["bad_input"] == before["bad_input"], (before, after)
