@@ -62,6 +62,10 @@ MAX_RECTIFIED_FOV_DEG: Final[float] = 150.0
 _ZEROS9: Final[tuple[float, ...]] = (0.0,) * 9
 _ZEROS12: Final[tuple[float, ...]] = (0.0,) * 12
 
+#: Largest ratio between a rectified focal length (P) and the raw one (K), either way: a rectified view zooms in or
+#: out (a fisheye's P is often a third of K's), but a P that far off belongs to another camera or resolution.
+_MAX_P_K_RATIO: Final[float] = 8.0
+
 #: Largest deviation of R R^T from the identity accepted for a rotation (a YAML calibration prints 8-9 digits).
 _ROTATION_TOL: Final[float] = 1e-4
 
@@ -149,8 +153,8 @@ def _rotation(values: Any) -> npt.NDArray[np.float64]:
     return r
 
 
-def _projection(values: Any, width: int, height: int, adjust: tuple[float, float, int, int]) \
-        -> npt.NDArray[np.float64] | None:
+def _projection(values: Any, width: int, height: int, adjust: tuple[float, float, int, int],
+                k: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
     p = _floats(values, 12, "camera_info.p").reshape(3, 4)
     if not np.any(p != 0):
         return None
@@ -160,6 +164,11 @@ def _projection(values: Any, width: int, height: int, adjust: tuple[float, float
     p = np.concatenate([rect, p[:, 3:]], axis=1)
     p = _adjust(p, *adjust)
     check_intrinsics(p[:, :3], width, height, "camera_info.p", ConversionError)
+    for axis, name in ((0, "fx"), (1, "fy")):
+        ratio = p[axis, axis] / k[axis, axis]
+        if not 1.0 / _MAX_P_K_RATIO <= ratio <= _MAX_P_K_RATIO:
+            raise ConversionError(f"camera_info.p: rectified {name} = {p[axis, axis]:g} px is not within "
+                                  f"{_MAX_P_K_RATIO:g}x of K's {k[axis, axis]:g} px (P does not belong to this K)")
     return p
 
 
@@ -203,7 +212,7 @@ def camera_model_from_info(msg: Any, width: int, height: int) -> CameraModel:
     k = check_intrinsics(_adjust(k_full, *adjust), width, height, "camera_info.k", ConversionError)
     model, d = check_distortion(getattr(msg, "distortion_model", ""), getattr(msg, "d", ()))
     r = _rotation(getattr(msg, "r", _ZEROS9))
-    p = _projection(getattr(msg, "p", _ZEROS12), width, height, adjust)
+    p = _projection(getattr(msg, "p", _ZEROS12), width, height, adjust, k)
     key = (width, height, model, tuple(d), tuple(k.ravel()), tuple(r.ravel()),
            None if p is None else tuple(p.ravel()))
     return CameraModel(width=width, height=height, distortion_model=model, k=k, d=d, r=r, p=p, key=key,

@@ -113,6 +113,8 @@ def test_fixed_k_with_distortion() -> None:
      r"^camera_info.p: expected finite values, found p\[5\] = inf$"),
     (info(p=[1e-30, 0, 322, 0, 0, 1e-30, 238, 0, 0, 0, 1, 0]), (640, 480),
      r"^camera_info.p: horizontal field of view 180 deg \(fx = 1e-30 px over 640 px\) is outside \[1, 175\] deg$"),
+    (info(p=[45.0, 0, 322, 0, 0, 45, 238, 0, 0, 0, 1, 0]), (640, 480),
+     r"^camera_info.p: rectified fx = 45 px is not within 8x of K's 500 px \(P does not belong to this K\)$"),
     (info(r=[1.0, 0, 0, 0, 1, 0, 0, 0, -1]), (640, 480), r"^camera_info.r: expected a rotation matrix .* det = -1$"),
     (info(r=[2.0, 0, 0, 0, 1, 0, 0, 0, 1]), (640, 480),
      r"^camera_info.r: expected a rotation matrix \(R R\^T = I, det \+1\), found max \|R R\^T - I\| = 3"),
@@ -128,7 +130,7 @@ def test_fixed_k_with_distortion() -> None:
     (info(width=0, height=0, binning=(2, 2)), (320, 240),
      r"^camera_info: expected the calibrated size \(width, height > 0\) with binning or a region of interest"),
     (info(k=[500.0, 0, 320, 0, 505, 240, 0, 0, 0]), (640, 480), r"^camera_info.k: expected K\[3\] = 0 and last row"),
-], ids=["model", "d-length", "d-length-rational", "d-nan", "p-zero", "p-inf", "p-implausible", "r-reflection",
+], ids=["model", "d-length", "d-length-rational", "d-nan", "p-zero", "p-inf", "p-implausible", "p-not-k", "r-reflection",
         "r-not-orthonormal", "roi-outside", "binning-size", "binning-roi", "size", "size-binned", "binning-0x0",
         "k-last-row"])
 def test_malformed_calibrations_are_refused_with_one_line(msg: Any, size: tuple[int, int], pattern: str) -> None:
