@@ -13,6 +13,13 @@ predicted metric scale (``depth_metric``) and after a per-frame scale (``depth_s
 (``depth_affine_invariant``) alignment, the FoV error in degrees, and ``coverage`` (share of ground-truth pixels
 with a valid prediction).  Alignments run at ``--align-resolution`` (official: 64; lower is much faster on a CPU).
 Prints a Markdown table (mean over frames, and per scene family) to stdout.
+
+``--demo-stream`` measures instead what ``bash scripts/demo.sh`` measures, without ROS: the demo camera's loop
+(:mod:`moge2_ros.ros.demo_camera`: the example room, 24 frames, 640x480, 60 degrees) through a Predictor with the
+demo node's settings (resolution level 0, edge filter 0.04) and ``mean(|depth - gt| / gt)`` over the valid pixels
+(the demo's AbsRel), for the intrinsics estimated (``intrinsics_source:=estimate``, what the demo runs) and given
+(the camera's CameraInfo), each also after the per-frame oracle scale (median ratio to the ground truth): the
+gap between the two is the metric-scale error.
 """
 
 from __future__ import annotations
@@ -36,7 +43,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=777, help="generator seed (default 777; training used 0 and 1)")
     parser.add_argument("--resolution-level", type=int, default=9, help="token level 0..9 (default 9)")
     parser.add_argument("--align-resolution", type=int, default=32, help="alignment grid (default 32; official 64)")
+    parser.add_argument("--demo-stream", action="store_true",
+                        help="measure the demo camera's stream as scripts/demo.sh does (see above) instead")
     args = parser.parse_args()
+    if args.demo_stream:
+        return demo_stream(args.model)
 
     from moge2_ros import __version__
     from moge2_ros.assets import resolve_default_model
@@ -76,6 +87,54 @@ def main() -> int:
     means = {g: key_average(records[g]) for g in groups}
     for key in KEYS:
         print(f"| {key} | " + " | ".join(f"{means[g].get(key, float('nan')):.4f}" for g in groups) + " |")
+    return 0
+
+
+def demo_stream(model: str | None, num_frames: int = 24, width: int = 640, height: int = 480,
+                fov_x_deg: float = 60.0) -> int:
+    """Depth AbsRel of ``model`` on the demo camera's loop (see the module docstring); prints a Markdown table."""
+    import math
+
+    import numpy as np
+
+    from moge2_ros.assets import resolve_default_model
+    from moge2_ros.checkpoints import load_model
+    from moge2_ros.data.example import render_example_scene
+    from moge2_ros.inference.predictor import Predictor
+
+    source, is_default = resolve_default_model(model)
+    predictor = Predictor(load_model(source), device="cpu", resolution_level=0, edge_rtol=0.04)
+    rows: dict[str, list[float]] = {}
+    fx: list[float] = []
+    started = time.perf_counter()
+    for i in range(num_frames):  # demo_camera.DemoCamera.frame(i)
+        phase = 2 * math.pi * i / num_frames
+        scene = render_example_scene(width, height, fov_x_deg, camera_position=(
+            0.5 * math.sin(phase), 0.0, 0.6 * (1 - math.cos(phase))))
+        for name, geometry in (("estimated", predictor.predict(scene.rgb)),
+                               ("given", predictor.predict(scene.rgb, intrinsics=scene.intrinsics))):
+            depth, gt = geometry.depth[0].numpy(), scene.depth
+            valid = np.isfinite(depth) & np.isfinite(gt) & (gt > 0)
+            d, g = depth[valid], gt[valid]
+            ratio = float(np.median(g / d))
+            rows.setdefault(f"{name}: AbsRel", []).append(float(np.mean(np.abs(d - g) / g)))
+            rows.setdefault(f"{name}: AbsRel, oracle scale", []).append(float(np.mean(np.abs(ratio * d - g) / g)))
+            rows.setdefault(f"{name}: median gt / predicted depth", []).append(ratio)
+            if name == "estimated":
+                fx.append(float(geometry.intrinsics[0][0, 0]))
+        log(f"{i + 1}/{num_frames}")
+    seconds = time.perf_counter() - started
+    print("# Model metrics on the demo camera's stream\n")
+    print(f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`  ")
+    print(f"Model: {'bundled demo model' if is_default else source} ({source}), {predictor.num_tokens} tokens, "
+          f"edge filter 0.04, CPU fp32  ")
+    print(f"Data: demo_camera's {num_frames}-frame loop, {width}x{height}, fov_x {fov_x_deg:g} deg "
+          f"(fx {scene.intrinsics[0, 0]:.1f} px); {seconds:.0f} s in all\n")
+    print("| intrinsics: metric | mean | min | max |")
+    print("| --- | ---: | ---: | ---: |")
+    for key, values in rows.items():
+        print(f"| {key} | {np.mean(values):.3f} | {np.min(values):.3f} | {np.max(values):.3f} |")
+    print(f"| estimated: fx (px) | {np.mean(fx):.1f} | {np.min(fx):.1f} | {np.max(fx):.1f} |")
     return 0
 
 
