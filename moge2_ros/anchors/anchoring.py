@@ -61,7 +61,10 @@ class AnchorConfig:
         network_log_std: std of the network's own ``log scale`` per frame (its measurement noise in the filter).
         temporal: run the Kalman filter (False: each frame stands alone).
         fit: thresholds of the per-frame fits (robust truncation and inlier thresholds are relative depth
-            errors, e.g. 0.1 = 10 %).
+            errors, default 0.15 = 15 %).  Set ``fit.trunc`` / ``fit.inlier_threshold`` above the network's typical
+            relative depth error after scaling (a trained MoGe-2 indoors: ~0.05-0.1; the bundled demo model on
+            real frames: ~0.3-0.4): below it too few anchors count as inliers and the frame keeps the network's
+            scale ("k of n anchors are inliers").
         kalman: filter parameters.
         complete_solver: ``auto`` / ``scipy`` / ``torch`` for mode ``complete``.
         max_correction: a source whose correction of the network's scale is beyond this factor (either way) is
@@ -190,7 +193,7 @@ class ScaleAnchoring:
     def __init__(self, config: AnchorConfig | None = None) -> None:
         self.config = config or AnchorConfig()
         self._filters: dict[str, LogScaleKalman] = {}
-        self._sizes: dict[str, tuple[int, int]] = {}
+        self._sizes: dict[str, tuple[tuple[int, int], np.ndarray | None]] = {}
         self.totals: dict[str, int] = {"frames": 0, "anchored": 0, "fallback": 0, "gated": 0,
                                        **DropCounts().as_dict()}
 
@@ -230,7 +233,7 @@ class ScaleAnchoring:
             network_scale: the network's metric scale of this frame (``Geometry.metric_scale[0]``).
             anchors: this frame's sensor readings (see :mod:`moge2_ros.anchors.sources`).
             stamp: image time in seconds (anchor staleness, filter time step), or None.
-            camera_id: filter key (the camera's frame_id); a new image size resets its filter.
+            camera_id: filter key (the camera's frame_id); a new image size or intrinsics reset its filter.
             normals: optional ``(H, W, 3)`` unit normals (``Geometry.normal[0]``) for the camera-height source.
 
         Returns:
@@ -258,15 +261,12 @@ class ScaleAnchoring:
                                                   reason=f"mask {m.shape} does not match points {pts.shape}"),
                                     drops, t0)
         pred = _Prediction(pts, m)
-        if self._sizes.get(camera_id) != (width, height):
-            if camera_id in self._filters:
-                self._filters[camera_id].reset()
-            self._sizes[camera_id] = (width, height)
         try:
             k = check_intrinsics(intrinsics)
         except AnchorError as exc:
             k = None
             reasons.append(str(exc))
+        self._follow_camera(camera_id, width, height, k)
 
         fits: list[SourceFit] = []
         dense: DepthImageAnchor | None = None
@@ -296,6 +296,18 @@ class ScaleAnchoring:
         if not anchors:
             reasons.append("no anchors")
         return self._decide(net, fits, reasons, drops, stamp, camera_id, dense, pred, t0)
+
+    def _follow_camera(self, camera_id: str, width: int, height: int, k: np.ndarray | None) -> None:
+        """Reset the camera's filter when its image size or its intrinsics (fx, fy, cx, cy by more than 1 %)
+        change: another camera, another zoom, another scale behaviour."""
+        size, old_k = self._sizes.get(camera_id, (None, None))
+        changed = size != (width, height)
+        if not changed and k is not None and old_k is not None:
+            params, old = k[[0, 1, 0, 1], [0, 1, 2, 2]], old_k[[0, 1, 0, 1], [0, 1, 2, 2]]
+            changed = bool(np.any(np.abs(params - old) > 0.01 * np.abs(old).clip(min=1.0)))
+        if changed and camera_id in self._filters:
+            self._filters[camera_id].reset()
+        self._sizes[camera_id] = ((width, height), k if k is not None else old_k)
 
     def _fit_one(self, anchor: Anchor, pred: "_Prediction", k: np.ndarray, normals,
                  drops: DropCounts) -> SourceFit | None:

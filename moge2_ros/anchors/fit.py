@@ -36,8 +36,8 @@ class FitOptions:
     """Thresholds of the per-frame fits (see :class:`moge2_ros.anchors.AnchorConfig` for the meaning)."""
 
     fit_shift: bool = False
-    trunc: float = 0.1
-    inlier_threshold: float = 0.1
+    trunc: float = 0.15
+    inlier_threshold: float = 0.15
     min_anchors: int = 10
     min_inlier_ratio: float = 0.5
     min_log_std: float = 0.005

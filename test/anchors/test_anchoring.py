@@ -235,3 +235,13 @@ def test_temporal_filter_holds_the_anchored_scale_when_anchors_stop(room):
     small = room.network()[::2, ::2]
     d = an.update(small, room.mask[::2, ::2], room.k / 2, NET_SCALE, [], stamp=12 / 30)
     assert d.factor == pytest.approx(1.0)
+    # so does a new K (a zoom) at the same size
+    for i in range(3):
+        d = an.update(room.network(i), room.mask, room.k, NET_SCALE, [PointCloudAnchor(_lidar(room, rng))],
+                      stamp=(13 + i) / 30)
+    assert d.factor == pytest.approx(WRONG, rel=0.01)
+    zoom = room.k.copy()
+    zoom[0, 0] *= 1.05
+    zoom[1, 1] *= 1.05
+    d = an.update(room.network(), room.mask, zoom, NET_SCALE, [], stamp=17 / 30)
+    assert d.factor == pytest.approx(1.0)
