@@ -248,7 +248,10 @@ class ScaleAnchoring:
         if not (math.isfinite(net) and net > 0):
             return self._finish(ScaleDecision("network", net, net, math.inf,
                                               reason=f"network scale {net} is not usable"), drops, t0)
-        pts = _numpy(points, np.float32)
+        try:
+            pts = _numpy(points, np.float32)
+        except (TypeError, ValueError) as exc:
+            return self._finish(ScaleDecision("network", net, net, math.inf, reason=f"points: {exc}"), drops, t0)
         if pts.ndim != 3 or pts.shape[-1] != 3 or pts.shape[0] < 2 or pts.shape[1] < 2:
             return self._finish(ScaleDecision("network", net, net, math.inf,
                                               reason=f"points must be (H, W, 3), found {pts.shape}"), drops, t0)
@@ -279,9 +282,9 @@ class ScaleAnchoring:
                 continue
             try:
                 fit = self._fit_one(anchor, pred, k, normals, drops)
-            except AnchorError as exc:
+            except (AnchorError, np.linalg.LinAlgError) as exc:  # a bad reading; numerically degenerate data
                 drops.invalid += 1
-                reasons.append(str(exc))
+                reasons.append(f"{kind}: {exc}")
                 continue
             if fit is None:
                 continue

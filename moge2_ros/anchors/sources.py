@@ -162,8 +162,12 @@ class Extrinsic:
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """``(R (3, 3), t (3,))`` float64, or :class:`AnchorError` for a bad translation or quaternion."""
-        t = np.asarray(self.translation, dtype=np.float64).reshape(-1)
-        q = np.asarray(self.quaternion, dtype=np.float64).reshape(-1)
+        try:
+            t = np.asarray(self.translation, dtype=np.float64).reshape(-1)
+            q = np.asarray(self.quaternion, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise AnchorError(f"extrinsic: expected numbers, found translation {self.translation!r}, quaternion "
+                              f"{self.quaternion!r}") from None
         if t.shape != (3,) or not np.isfinite(t).all():
             raise AnchorError(f"extrinsic: expected a finite translation (x, y, z), found {self.translation}")
         if q.shape != (4,) or not np.isfinite(q).all():
@@ -319,12 +323,15 @@ class RangeAnchor:
     def checked(self, drops: DropCounts) -> tuple[np.ndarray, np.ndarray, float, float] | None:
         """``(apex (3,), axis (3,), cos_half_angle, range)`` in the camera frame, or None when the reading is to be
         ignored (counted as ``out_of_range`` / ``nan``); :class:`AnchorError` for bad sensor limits."""
-        lo, hi, fov = float(self.min_range), float(self.max_range), float(self.field_of_view)
+        try:
+            lo, hi, fov, r = (float(x) for x in (self.min_range, self.max_range, self.field_of_view, self.range))
+        except (TypeError, ValueError):
+            raise AnchorError(f"range anchor: expected numbers, found range {self.range!r}, limits "
+                              f"{self.min_range!r}..{self.max_range!r}, field_of_view {self.field_of_view!r}") from None
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
             raise AnchorError(f"range anchor: expected 0 <= min_range < max_range, found {lo}, {hi}")
         if not (math.isfinite(fov) and 0 < fov < math.pi):
             raise AnchorError(f"range anchor: expected 0 < field_of_view < pi radians, found {fov}")
-        r = float(self.range)
         if math.isnan(r):
             drops.nan += 1
             return None
@@ -353,8 +360,12 @@ class CameraHeightAnchor:
     kind: str = "ground"
 
     def checked(self) -> tuple[float, np.ndarray]:
-        h = float(self.height)
-        up = np.asarray(self.up, dtype=np.float64).reshape(-1)
+        try:
+            h = float(self.height)
+            up = np.asarray(self.up, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise AnchorError(f"camera height anchor: expected a height in metres and an up vector (3,), found "
+                              f"{self.height!r}, {self.up!r}") from None
         if not (math.isfinite(h) and h > 0):
             raise AnchorError(f"camera height anchor: expected a height > 0 metres, found {self.height}")
         norm = float(np.linalg.norm(up)) if up.shape == (3,) and np.isfinite(up).all() else 0.0

@@ -184,6 +184,9 @@ def test_malformed_inputs_are_counted_never_raised(room):
         ([CameraHeightAnchor(-1.0)], "invalid"),
         ([CameraHeightAnchor(1.0, (0.0, 0.0, 0.0))], "invalid"),
         (["not an anchor"], "invalid"),
+        ([RangeAnchor("far", 0.1, 5.0, 0.3)], "invalid"),
+        ([CameraHeightAnchor(1.2, ("up", 0, 0))], "invalid"),
+        ([PointCloudAnchor(good, Extrinsic(quaternion=("a", 0, 0, 1)))], "invalid"),
     ]
     for anchors, counter in cases:
         d = an.update(room.network(), room.mask, room.k, NET_SCALE, anchors, stamp=1.0)
@@ -207,6 +210,9 @@ def test_bad_prediction_inputs_fall_back(room, bad):
     args = dict(points=room.network(), mask=room.mask, intrinsics=room.k, network_scale=NET_SCALE)
     args[{"points": "points", "mask": "mask", "k": "intrinsics", "scale": "network_scale"}[bad]] = {
         "points": np.zeros((4, 4)), "mask": np.ones((3, 3), bool), "k": np.zeros((3, 3)), "scale": math.nan}[bad]
+    if bad == "points":
+        d = _single().update(anchors=[CameraHeightAnchor(1.2)], **{**args, "points": [["x"]]})
+        assert d.source == "network" and d.reason
     d = _single().update(anchors=[CameraHeightAnchor(1.2)], **args)
     assert d.source == "network" and d.factor == 1.0 and d.reason
 
