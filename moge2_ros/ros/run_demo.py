@@ -167,7 +167,7 @@ def run_demo(model: str, duration: float = 20.0, rate_hz: float = 5.0, width: in
             "moge2_ros.ros.demo_camera", [*remap, "-p", f"rate_hz:={rate_hz}", "-p", f"width:={width}", "-p",
                                           f"height:={height}"], env, log_dir / "demo_camera.log")
         procs["moge2_node"] = _spawn(
-            "moge2_ros.ros.node", [*remap, "-p", f"model:={model}", "-p", "intrinsics_source:=estimate",
+            "moge2_ros.ros.node", [*remap, "-p", f"model:={model}", "-p", "intrinsics_source:=camera_info",
                                    "-p", f"resolution_level:={resolution_level}", "-p", "input_qos:=reliable",
                                    *(extra_params or [])], node_env, log_dir / "moge2_node.log")
         print(f"[demo] started demo_camera (pid {procs['demo_camera'].pid}) and moge2_node (pid "
