@@ -12,10 +12,17 @@ Use (what :class:`moge2_ros.pipeline.frame.FramePipeline` does per frame)::
 MoGe-2 predicts an affine-invariant point map and one global metric scale; its metric outputs are
 ``points = scale * affine``.  Each anchor source (:mod:`moge2_ros.anchors.sources`) yields a correction ``c`` of
 the network's metric output with an uncertainty (:mod:`moge2_ros.anchors.fit`); trustworthy ones are fused by
-inverse variance in log space, and a per-camera Kalman filter of ``log scale`` (:mod:`moge2_ros.anchors.kalman`)
-fuses the network's scale (a broad measurement) and the anchored scale (a sharp one) over time.  ``update``
-never raises on bad sensor data: it is counted (``dropped``) and the frame keeps the network's (or the filter's)
-scale with a ``reason``.
+inverse variance in log space.  Over time, per camera, a Kalman filter (:mod:`moge2_ros.anchors.kalman`) tracks
+the network's scale *bias* ``b`` in log space (random walk; prior ``0 +- network_log_std``, i.e. the network's
+own scale, before any anchor): a frame's correction is ``b + e`` with ``e`` the network's per-frame scale noise
+(``network_frame_log_std``).  The anchors of a frame measure ``b + e`` (gated: a jump beyond ``gate_sigma`` is
+rejected and counted, a streak of them restarts the filter); the frame's scale fuses the filter's prediction with
+them by inverse variance, so sharp anchors (a LiDAR) are followed frame by frame, noisy ones (a single range
+reading) are smoothed, and when the anchors stop the last anchored correction is held (its uncertainty growing)
+instead of falling back to the network's bias.  The network's scale itself is never smoothed: its frame-to-frame
+changes follow the camera (MoGe-2's affine map has no fixed normalisation).  ``update`` never raises on bad
+sensor data: it is counted (``dropped``) and the frame keeps the network's (or the filter's) scale with a
+``reason``.
 
 Frames and units: the camera optical frame of REP 103 (x right, y down, z forward), metres, pixels (ROS K).
 """
@@ -58,7 +65,10 @@ class AnchorConfig:
             or ``complete`` (``scale``, plus a log-depth Poisson completion of a depth-image anchor's holes from
             the network's gradients, in :attr:`ScaleDecision.completed_depth`).
         max_age_s: readings whose stamp differs from the image's by more are dropped as stale.
-        network_log_std: std of the network's own ``log scale`` per frame (its measurement noise in the filter).
+        network_log_std: std of the network's scale bias in log space (how far its metric scale may be off before
+            any anchor was seen: the filter's prior; also the uncertainty reported for an unanchored frame).
+        network_frame_log_std: the network's per-frame scale noise around its slowly varying bias, log space (the
+            part of a frame's correction that the filter cannot predict from earlier frames).
         temporal: run the Kalman filter (False: each frame stands alone).
         fit: thresholds of the per-frame fits (robust truncation and inlier thresholds are relative depth
             errors, default 0.15 = 15 %).  Set ``fit.trunc`` / ``fit.inlier_threshold`` above the network's typical
@@ -74,6 +84,7 @@ class AnchorConfig:
     mode: str = "scale"
     max_age_s: float = 0.1
     network_log_std: float = 0.2
+    network_frame_log_std: float = 0.03
     temporal: bool = True
     fit: FitOptions = field(default_factory=FitOptions)
     kalman: KalmanOptions = field(default_factory=KalmanOptions)
@@ -87,6 +98,9 @@ class AnchorConfig:
             raise InputError(f"anchors: max_age_s must be > 0 seconds, found {self.max_age_s}")
         if not (self.network_log_std > 0 and math.isfinite(self.network_log_std)):
             raise InputError(f"anchors: network_log_std must be finite and > 0, found {self.network_log_std}")
+        if not (self.network_frame_log_std >= 0 and math.isfinite(self.network_frame_log_std)):
+            raise InputError(f"anchors: network_frame_log_std must be finite and >= 0, found "
+                             f"{self.network_frame_log_std}")
         f = self.fit
         if not (0 < f.trunc and 0 < f.inlier_threshold < 1 and f.min_anchors >= 1 and 0 <= f.min_inlier_ratio <= 1
                 and 0 < f.range_quantile < 1 and 0 < f.ground_min_fraction < 1):
@@ -357,15 +371,29 @@ class ScaleAnchoring:
             reasons = []
         gated = False
         if cfg.temporal:
+            # the filter's state is the slowly varying log correction b of the network's metric output; this
+            # frame's correction is b + e (e: the network's per-frame scale noise, std network_frame_log_std)
             kf = self.filter(camera_id)
             kf.predict(stamp)
-            kf.update(math.log(net), cfg.network_log_std, kind="network")
-            if good and not kf.update(math.log(anchor_scale), anchor_std, kind="anchor"):
-                gated = True
-                reasons = [f"anchored scale {anchor_scale:.4g} rejected by the temporal gate (filter at "
-                           f"{kf.scale:.4g} +- {kf.log_std:.3f} log)"]
-                source = "network"
-            applied, log_std = kf.scale, kf.log_std
+            if not kf.initialised:
+                kf.update(0.0, cfg.network_log_std, kind="prior")  # before any anchor: the network, +- its bias
+            prior_x, prior_var = kf.x, kf.p + cfg.network_frame_log_std**2
+            log_c, var = prior_x, prior_var
+            if good:
+                z = math.log(anchor_scale / net)
+                restarts = kf.restarts
+                if not kf.update(z, math.hypot(anchor_std, cfg.network_frame_log_std), kind="anchor"):
+                    gated = True
+                    reasons = [f"anchored scale {anchor_scale:.4g} rejected by the temporal gate (a jump of "
+                               f"{z - prior_x:+.3f} in log scale against +-{math.sqrt(prior_var):.3f})"]
+                    source = "network"
+                elif kf.restarts != restarts:  # the world changed: start from this frame's anchors
+                    log_c, var = z, anchor_std**2
+                else:  # this frame's correction: the prior (b, with e unknown) fused with the anchors
+                    r = anchor_std**2
+                    var = 1.0 / (1.0 / prior_var + 1.0 / r)
+                    log_c = var * (prior_x / prior_var + z / r)
+            applied, log_std = net * math.exp(log_c), math.sqrt(var)
         elif good:
             applied, log_std = anchor_scale, anchor_std
         else:

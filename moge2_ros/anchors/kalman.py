@@ -1,6 +1,7 @@
-"""A 1-D Kalman filter of the log metric scale of one camera (random walk, innovation gating).
+"""A 1-D Kalman filter of a log scale of one camera (random walk, innovation gating).
 
-State ``x = log s`` (``s`` the metric scale in the units of ``Geometry.metric_scale``), variance ``P``.
+State ``x = log s`` (:class:`moge2_ros.anchors.ScaleAnchoring` filters ``s`` = the correction of the network's
+metric output, i.e. the network's scale bias), variance ``P``.
 
 * predict: ``P += q^2 dt`` (random walk, ``q`` = process std of ``log s`` per square-root second; ``dt`` from
   the stamps, clamped to ``[0, max_dt]``; a missing / non-increasing stamp counts as ``default_dt``);
@@ -26,14 +27,15 @@ class KalmanOptions:
     """Filter parameters.
 
     Attributes:
-        process_log_std: random-walk std of ``log s`` per square-root second (0.05 = 5 % drift in 1 s).
+        process_log_std: random-walk std of ``log s`` per square-root second (default 0.1: the network's scale
+            bias drifts by about 10 % in a second as the view changes).
         gate_sigma: innovation gate in standard deviations (``<= 0`` disables the gate).
         max_rejections: consecutive rejections after which the filter restarts from the measurement.
         default_dt: seconds assumed between frames without usable stamps.
         max_dt: longest gap counted, seconds (a long pause does not erase the state completely).
     """
 
-    process_log_std: float = 0.05
+    process_log_std: float = 0.1
     gate_sigma: float = 3.0
     max_rejections: int = 5
     default_dt: float = 1.0 / 30.0

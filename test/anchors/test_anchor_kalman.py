@@ -1,5 +1,5 @@
 """The log-scale Kalman filter: flicker reduction, jump rejection (gated, counted, restart after a streak), reset,
-and its use inside ScaleAnchoring (per camera)."""
+and its use inside ScaleAnchoring (noisy anchors smoothed, a jump gated, per camera)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from moge2_ros.anchors import AnchorConfig, KalmanOptions, LogScaleKalman, ScaleAnchoring
+from anchor_helpers import NET_SCALE, WRONG
+
+from moge2_ros.anchors import AnchorConfig, Extrinsic, KalmanOptions, LogScaleKalman, RangeAnchor, ScaleAnchoring
 
 pytestmark = pytest.mark.timeout(60)
+
+#: sensor +x -> camera +z (the rangefinder looks along the optical axis)
+FORWARD = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
 
 
 def test_first_measurement_initialises_then_fuses_by_variance():
@@ -71,17 +76,36 @@ def test_process_noise_grows_with_time_and_reset():
     assert not kf.initialised and kf.log_std == math.inf
 
 
-def test_anchoring_filters_per_camera_and_gates_jumps():
-    """Network-only frames: its flicker is smoothed; the state is per camera_id; reset() forgets."""
+def test_anchoring_smooths_noisy_anchors_gates_jumps_and_keeps_cameras_apart(room):
+    """A single noisy rangefinder (5 % per reading) on a network with a constant 1.3x scale error: the filtered
+    scale flickers far less and stays closer to the truth; a gross reading is rejected (the frame keeps the
+    filter's scale); the state is per camera_id, reset() forgets it."""
     rng = np.random.default_rng(1)
-    an = ScaleAnchoring(AnchorConfig(network_log_std=0.05, kalman=KalmanOptions(process_log_std=0.01)))
-    pts = np.ones((8, 8, 3), np.float32)
-    k = np.array([[10.0, 0, 4], [0, 10.0, 4], [0, 0, 1]])
-    raw = 2.0 * np.exp(0.05 * rng.standard_normal(200))
-    applied = [an.update(pts, None, k, float(s), [], stamp=i / 30, camera_id="a").applied_scale
-               for i, s in enumerate(raw)]
-    assert np.std(np.diff(np.log(applied[20:]))) < np.std(np.diff(np.log(raw[20:]))) / 4
-    other = an.update(pts, None, k, 5.0, [], stamp=0.0, camera_id="b")
-    assert other.applied_scale == pytest.approx(5.0)  # another camera, its own state
+    ex = Extrinsic.from_matrix(FORWARD)
+    fov = math.radians(10)
+    q = room.points[room.mask]
+    dist = np.linalg.norm(q, axis=1)
+    true_range = float(dist[q[:, 2] >= math.cos(fov / 2) * dist].min())
+    pred = room.network(noise=0.0)
+    raw, filt = [], []
+    single = ScaleAnchoring(AnchorConfig(temporal=False))
+    an = ScaleAnchoring(AnchorConfig(network_frame_log_std=0.01))  # this network's scale does not jitter
+    for i in range(60):
+        reading = RangeAnchor(true_range * math.exp(0.05 * rng.standard_normal()), 0.05, 20.0, fov, ex, log_std=0.05)
+        raw.append(single.update(pred, room.mask, room.k, NET_SCALE, [reading], stamp=i / 30).factor)
+        d = an.update(pred, room.mask, room.k, NET_SCALE, [reading], stamp=i / 30, camera_id="a")
+        assert d.source == "range" and not d.gated
+        filt.append(d.factor)
+    raw, filt = np.log(raw[10:]), np.log(filt[10:])
+    assert np.std(np.diff(filt)) < np.std(np.diff(raw)) / 3
+    err_raw, err_filt = np.abs(raw - math.log(WRONG)), np.abs(filt - math.log(WRONG))
+    assert np.median(err_filt) < np.median(err_raw) / 1.5 and np.median(err_filt) < 0.02
+    held = d.factor
+    d = an.update(pred, room.mask, room.k, NET_SCALE, [RangeAnchor(true_range * 1.6, 0.05, 20.0, fov, ex)],
+                  stamp=61 / 30, camera_id="a")
+    assert d.gated and d.source == "network" and "temporal gate" in d.reason
+    assert d.factor == pytest.approx(held, rel=0.01) and an.totals["gated"] == 1
+    other = an.update(pred, room.mask, room.k, NET_SCALE, [], stamp=0.0, camera_id="b")
+    assert other.factor == pytest.approx(1.0)  # another camera: no anchors yet, the network's scale
     an.reset("a")
-    assert an.update(pts, None, k, 3.0, [], stamp=10.0, camera_id="a").applied_scale == pytest.approx(3.0)
+    assert an.update(pred, room.mask, room.k, NET_SCALE, [], stamp=3.0, camera_id="a").factor == pytest.approx(1.0)
