@@ -8,7 +8,8 @@ the node did before it rectified), against exact ground truth.
 
 Each case is a camera of :class:`moge2_ros.data.synthetic_render.LensCamera` (plumb_bob with a strong barrel,
 rational_polynomial, a 180 degree equidistant fisheye, a plumb_bob sensor read out as an ROI binned 2x2); each
-frame is a random room or street of the synthetic generator rendered THROUGH the lens model
+frame is a view of the example room or a random room or street of the synthetic generator (``--scenes``,
+alternating by default) rendered THROUGH the lens model
 (:func:`~moge2_ros.data.synthetic_render.render_distorted`: one ray per distorted pixel centre, exact depth) and
 run through ``FramePipeline(predictor).process(rgb, {"depth", "camera_info"}, camera_info=msg)``.
 
@@ -67,6 +68,22 @@ def make_camera(case: str, width: int, height: int):
     raise ValueError(case)
 
 
+def ray_error_deg(camera) -> np.ndarray:
+    """Angle (degrees) between each pixel's true ray and the ray its K gives when D is ignored, over the full
+    sensor's pixels inside the ROI: the geometric error of ignoring the lens, whatever the depth."""
+    from moge2_ros.data.synthetic_render import lens_rays
+
+    rays, ok = lens_rays(camera.k, camera.d, camera.distortion_model, camera.width, camera.height)
+    x0, y0, rw, rh = camera.roi_box
+    rays, ok = rays[y0:y0 + rh, x0:x0 + rw], ok[y0:y0 + rh, x0:x0 + rw]
+    k = camera.k
+    jj, ii = np.meshgrid(np.arange(x0, x0 + rw, dtype=np.float64), np.arange(y0, y0 + rh, dtype=np.float64))
+    b = (ii - k[1, 2]) / k[1, 1]
+    pin = np.stack([(jj - k[0, 2] - k[0, 1] * b) / k[0, 0], b, np.ones_like(b)], axis=-1)
+    cos = (rays * pin).sum(-1) / (np.linalg.norm(rays, axis=-1) * np.linalg.norm(pin, axis=-1))
+    return np.degrees(np.arccos(np.clip(cos[ok], -1.0, 1.0)))
+
+
 def zero_d(info):
     """The CameraInfo fields with D zeroed (distortion ignored)."""
     from types import SimpleNamespace
@@ -76,18 +93,30 @@ def zero_d(info):
     return SimpleNamespace(**fields)
 
 
-def render_frames(cases, count: int, width: int, height: int, seed: int) -> dict:
-    """``{case: [(scene, pose, DistortedRender), ...]}``: ``count`` generator scenes (rooms and streets
-    alternating) seen through each case's lens."""
-    from moge2_ros.data.synthetic import frame_rng, sample_camera, sample_scene
+def render_frames(cases, count: int, width: int, height: int, seed: int, scenes_from: str) -> dict:
+    """``{case: [(scene, pose, DistortedRender), ...]}``: ``count`` scenes seen through each case's lens.
+
+    ``scenes_from``: ``example`` (the example room, :func:`moge2_ros.data.example.example_room`, from varied
+    positions and directions), ``generator`` (random rooms and streets alternating) or ``both`` (alternating)."""
+    from moge2_ros.data.example import example_room
+    from moge2_ros.data.synthetic import camera_pose, frame_rng, sample_camera, sample_scene
     from moge2_ros.data.synthetic_render import render_distorted
 
     scenes = []
+    room = example_room()
     for i in range(count):
         rng = frame_rng(seed, i)
-        scene, info = sample_scene(rng, family=("room", "street")[i % 2])
-        _, pose, _ = sample_camera(rng, info, width, height)
-        scenes.append((scene, pose))
+        use_example = scenes_from == "example" or (scenes_from == "both" and i % 2 == 0)
+        if use_example:  # inside x in [-2, 2], y in [-1.5, 1.2], z < 7 (open behind z = 0: sky there)
+            position = (rng.uniform(-0.8, 0.8), rng.uniform(-0.3, 0.5), rng.uniform(0.3, 1.5))
+            pose = camera_pose(position, yaw=rng.uniform(-0.35, 0.35), pitch=rng.uniform(-0.15, 0.1),
+                               roll=rng.uniform(-0.05, 0.05))
+            scenes.append((room, pose))
+        else:
+            j = i if scenes_from == "generator" else i // 2
+            scene, info = sample_scene(rng, family=("room", "street")[j % 2])
+            _, pose, _ = sample_camera(rng, info, width, height)
+            scenes.append((scene, pose))
     frames: dict = {}
     for case in cases:
         camera = make_camera(case, width, height)
@@ -213,6 +242,8 @@ def main() -> int:
     parser.add_argument("--no-oracle", action="store_true",
                         help="skip the run on the exact rectified image (perfect rectification, for reference)")
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--scenes", default="both", choices=["both", "example", "generator"],
+                        help="example room views, generator rooms/streets, or both alternating (default)")
     args = parser.parse_args()
 
     import torch
@@ -222,7 +253,7 @@ def main() -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     info = machine_info("cpu")
     started = time.perf_counter()
-    frames = render_frames(args.cases, args.frames, width, height, args.seed)
+    frames = render_frames(args.cases, args.frames, width, height, args.seed, args.scenes)
     rows: list[dict] = []
     for name in args.models:
         if name == "demo":
@@ -241,17 +272,19 @@ def main() -> int:
     print(f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`  ")
     print(f"Machine: {machine_line(info)}  ")
     print(f"Images {width}x{height} (roi_binned: a {2 * width}x{2 * height} sensor, 80 % ROI, 2x2 binning), "
-          f"seed {args.seed}, CPU fp32, torch threads {torch.get_num_threads()}, "
+          f"scenes {args.scenes}, seed {args.seed}, CPU fp32, torch threads {torch.get_num_threads()}, "
           f"{time.perf_counter() - started:.0f} s in all\n")
     cams = {case: make_camera(case, width, height) for case in args.cases}
-    print("| case | model | D | image | rectified P (f, fov) |")
-    print("|---|---|---|---|---|")
+    print("| case | model | D | image | rectified P (f, fov) | ray error when D is ignored: median / p95 / max |")
+    print("|---|---|---|---|---|---|")
     for case, cam in cams.items():
         w, h = cam.image_size
         k_rect, rw, _ = cam.rectified()
         fov = 2 * math.degrees(math.atan(rw / 2 / k_rect[0, 0]))
+        err = ray_error_deg(cam)
         print(f"| {case} | {cam.distortion_model} | {', '.join(f'{v:g}' for v in cam.d)} | {w}x{h} | "
-              f"{k_rect[0, 0]:.1f}, {fov:.0f} deg |")
+              f"{k_rect[0, 0]:.1f}, {fov:.0f} deg | {np.median(err):.1f} / {np.percentile(err, 95):.1f} / "
+              f"{err.max():.1f} deg |")
     print()
     print("Depth AbsRel, median over frames (metric / after per-frame median scale):\n")
     order = {"handled (rectified)": 0, "handled (raw)": 1, "ignored": 2, "exact rectified in": 3}
