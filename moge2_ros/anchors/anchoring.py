@@ -175,6 +175,16 @@ def _numpy(x: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
+def _age(anchor_stamp, image_stamp) -> float:
+    """Seconds between a reading and the image (0 when either has no stamp, NaN when one is not a number)."""
+    if anchor_stamp is None or image_stamp is None:
+        return 0.0
+    try:
+        return float(anchor_stamp) - float(image_stamp)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 class _Prediction:
     """The network's metric points of one frame with lazily computed full-image maps (the sample sources read only
     their pixels; the range, floor and completion need the valid map)."""
@@ -289,10 +299,10 @@ class ScaleAnchoring:
         dense: DepthImageAnchor | None = None
         for anchor in anchors if k is not None else ():
             kind = getattr(anchor, "kind", type(anchor).__name__)
-            a_stamp = getattr(anchor, "stamp", None)
-            if a_stamp is not None and stamp is not None and not abs(float(a_stamp) - float(stamp)) <= cfg.max_age_s:
+            age = _age(getattr(anchor, "stamp", None), stamp)
+            if not abs(age) <= cfg.max_age_s:  # NaN (a non-numeric stamp) is stale too
                 drops.stale += 1
-                reasons.append(f"{kind}: stale ({float(a_stamp) - float(stamp):+.3f} s)")
+                reasons.append(f"{kind}: stale ({age:+.3f} s)")
                 continue
             try:
                 fit = self._fit_one(anchor, pred, k, normals, drops)

@@ -176,6 +176,7 @@ def test_malformed_inputs_are_counted_never_raised(room):
         ([PointCloudAnchor(behind)], "behind"),
         ([PointCloudAnchor(good + np.array([1e3, 0.0, 0.0]))], "outside"),
         ([PointCloudAnchor(good, stamp=5.0)], "stale"),
+        ([PointCloudAnchor(good, stamp="yesterday")], "stale"),
         ([DepthImageAnchor(np.full((4, 4), np.nan))], "nan"),
         ([DepthImageAnchor(np.zeros((4, 4, 3)))], "invalid"),
         ([DepthImageAnchor(np.zeros((4, 4), dtype=np.int8))], "invalid"),
