@@ -63,7 +63,8 @@ def median_ms(fn: Callable[[], Any], repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"], help="WIDTHxHEIGHT (default: %(default)s)")
+    parser.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"],
+                        help="WIDTHxHEIGHT (default: %(default)s)")
     parser.add_argument("--models", nargs="+", default=list(LENSES), choices=list(LENSES))
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads (default: 1)")
     parser.add_argument("--repeats", type=int, default=20, help="per-frame timings per case (default: 20)")

@@ -190,7 +190,8 @@ def camera_info_key(msg: Any) -> tuple[Any, ...] | None:
         roi = msg.roi
         return (int(msg.width), int(msg.height), str(getattr(msg, "distortion_model", "")),
                 tuple(float(v) for v in getattr(msg, "d", ())), tuple(float(v) for v in msg.k),
-                tuple(float(v) for v in getattr(msg, "r", _ZEROS9)), tuple(float(v) for v in getattr(msg, "p", _ZEROS12)),
+                tuple(float(v) for v in getattr(msg, "r", _ZEROS9)),
+                tuple(float(v) for v in getattr(msg, "p", _ZEROS12)),
                 int(msg.binning_x), int(msg.binning_y),
                 (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)))
     except (AttributeError, TypeError, ValueError, OverflowError):

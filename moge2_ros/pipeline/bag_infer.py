@@ -451,7 +451,8 @@ def _infer_frame(bag: BagReader, writer: BagWriter, raw: RawMessage, infos: Came
         text = str(frame.intrinsics_error)
         if text not in warned_info:
             warned_info.add(text)
-            say(f"bag-infer: ignoring camera_info {infos.topic} ({text}): {frame.camera_note or 'estimating the intrinsics'}")
+            instead = frame.camera_note or "estimating the intrinsics"
+            say(f"bag-infer: ignoring camera_info {infos.topic} ({text}): {instead}")
     if frame.distortion_ignored and info is not None and "distortion" not in warned_info:
         try:
             note = distortion_note(info)

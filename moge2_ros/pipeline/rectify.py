@@ -139,7 +139,10 @@ class Rectifier:
         Args:
             rgb: ``(H, W, 3)`` raw image, uint8 or float in [0, 1].
         """
-        image = torch.as_tensor(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
+        host = np.ascontiguousarray(rgb)
+        if not host.flags.writeable:  # a read-only message buffer: torch would warn about sharing it
+            host = host.copy()
+        image = torch.from_numpy(host).to(self.device, non_blocking=True)
         image = image.permute(2, 0, 1).to(torch.float32)
         if not np.issubdtype(rgb.dtype, np.floating):
             image = image * (1.0 / 255.0)

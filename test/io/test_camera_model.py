@@ -130,7 +130,8 @@ def test_fixed_k_with_distortion() -> None:
     (info(width=0, height=0, binning=(2, 2)), (320, 240),
      r"^camera_info: expected the calibrated size \(width, height > 0\) with binning or a region of interest"),
     (info(k=[500.0, 0, 320, 0, 505, 240, 0, 0, 0]), (640, 480), r"^camera_info.k: expected K\[3\] = 0 and last row"),
-], ids=["model", "d-length", "d-length-rational", "d-nan", "p-zero", "p-inf", "p-implausible", "p-not-k", "r-reflection",
+], ids=["model", "d-length", "d-length-rational", "d-nan", "p-zero", "p-inf", "p-implausible", "p-not-k",
+        "r-reflection",
         "r-not-orthonormal", "roi-outside", "binning-size", "binning-roi", "size", "size-binned", "binning-0x0",
         "k-last-row"])
 def test_malformed_calibrations_are_refused_with_one_line(msg: Any, size: tuple[int, int], pattern: str) -> None:
