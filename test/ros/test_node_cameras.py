@@ -2,7 +2,7 @@
 rectified depth with a consistent depth/camera_info (K' = P, no distortion, the image's header) and points that
 project onto their depth pixels; a CameraInfo that changes mid-stream (D, P, image size) is followed without a
 restart; malformed CameraInfos are counted as bad input (once per message), the node keeps the last good camera of
-the image size and says so in /diagnostics."""
+the image size and says so in /diagnostics; with ``output_grid:=raw`` depth/camera_info is the input CameraInfo."""
 
 from __future__ import annotations
 
@@ -138,3 +138,21 @@ def test_malformed_camera_info_is_counted_and_the_last_good_camera_kept(cam: Run
     assert again["bad_input"] == after["bad_input"], (after, again)
     stamp, out = frame_until(cam, rgb, distorted(cam), P[:, :3])  # a good CameraInfo again
     check_consistent(stamp, out, P[:, :3], WIDTH, HEIGHT)
+
+
+def test_raw_output_grid_carries_the_input_camera_info(cam: RunningNode) -> None:
+    rgb = rgb_of(WIDTH, HEIGHT)
+    cam.client.set_ok(cam.fqn, output_grid="raw")
+    try:
+        stamp, out = frame_until(cam, rgb, distorted(cam), K)
+        info = out["depth/camera_info"]
+        assert info.distortion_model == "plumb_bob"
+        np.testing.assert_array_equal(np.array(info.d), D)
+        np.testing.assert_array_equal(np.array(info.p).reshape(3, 4), P)
+        depth = image_to_float(out["depth/image"])
+        assert depth.shape == (HEIGHT, WIDTH) and 0.5 < np.isfinite(depth).mean() <= 1.0
+        z = cloud_fields(out["points"])["z"]
+        valid = np.isfinite(depth)
+        np.testing.assert_allclose(z[valid], depth[valid], rtol=1e-6)
+    finally:
+        cam.client.set_ok(cam.fqn, output_grid="rectified")
