@@ -82,6 +82,9 @@ def partial_mask(node: RunningNode, rgb: np.ndarray, **overrides: Any) -> None:
 
 def start(client: RosClient, env: dict[str, str], workdir: Path, model: Path, namespace: str,
           **kwargs: Any) -> RunningNode:
+    # fp32: the outputs are compared with this process's fp32 Predictor (the node's default, precision auto, is
+    # bf16 on a CPU with native bf16; node vs bag-infer in bf16 is test_node_pipeline_parity.py).
+    kwargs.setdefault("precision", "fp32")
     return start_node(client, env, workdir, model, namespace, frame_id=FRAME_ID, num_tokens=TOKENS,
                       diagnostics_period=0.25, **kwargs)
 
