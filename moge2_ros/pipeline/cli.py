@@ -78,6 +78,12 @@ def add_parsers(sub: Any) -> None:
     bag.add_argument("--cloud-unorganized", action="store_true", help="drop invalid points (default: organized, NaN)")
     bag.add_argument("--cloud-stride", type=positive_int, default=1, metavar="N",
                      help="keep every N-th pixel (default 1)")
+    bag.add_argument("--no-rectify", action="store_true",
+                     help="use a distorted camera's K on the raw images as if they were rectified (warned once); "
+                          "default: rectify before the model, as the node does")
+    bag.add_argument("--output-grid", choices=("rectified", "raw"), default="rectified",
+                     help="outputs of a rectified camera: in the rectified camera (camera_info K = P, default) or "
+                          "resampled onto the raw image grid with the input CameraInfo")
     bag.add_argument("--every", type=positive_int, default=1, metavar="N", help="process every N-th image (default 1)")
     bag.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
     bag.add_argument("--copy-input-topics", action="store_true", help="copy all input messages into the output bag")
@@ -230,6 +236,7 @@ def cmd_bag_infer(args: argparse.Namespace) -> int:
         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
         use_camera_info=not args.no_camera_info, output_namespace=args.output_namespace, points=args.points,
         cloud_organized=not args.cloud_unorganized, cloud_stride=args.cloud_stride, every=args.every,
+        rectify=not args.no_rectify, output_grid=args.output_grid,
         max_frames=args.max_frames, copy_input_topics=args.copy_input_topics, storage=args.storage,
         chunk_frames=args.chunk_frames,
     )

@@ -58,3 +58,25 @@ def test_bag_camera_info_is_rectified(distorted_bag: Path, tmp_path: Path, tiny_
             np.testing.assert_array_equal(np.asarray(msg.k).reshape(3, 3), K)
             np.testing.assert_array_equal(np.asarray(msg.d), D)
             np.testing.assert_array_equal(np.asarray(msg.p).reshape(3, 4), P)
+
+
+@pytest.mark.parametrize("flags, expect_k, warned", [([], P[:, :3], False), (["--output-grid", "raw"], K, False),
+                                                     (["--no-rectify"], K, True)])
+def test_cli_rectify_flags(distorted_bag: Path, tmp_path: Path, tiny_model_path: Path,
+                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                           flags: list[str], expect_k: np.ndarray, warned: bool) -> None:
+    """``--output-grid`` and ``--no-rectify`` reach the pipeline: the published K says which camera the depth is in,
+    and only an unrectified distorted camera is warned about."""
+    import moge2_ros.cli as cli
+
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("moge2_ros.pipeline.cli",))
+    out = tmp_path / "out"
+    assert cli.main(["bag-infer", str(distorted_bag), str(out), "--model", str(tiny_model_path), "--num-tokens", "64",
+                     "--precision", "fp32", *flags]) == 0
+    with open_bag(out) as bag:
+        infos = [item.msg for item in bag.messages(["/moge2/depth/camera_info"])]
+    assert len(infos) == 2
+    for msg in infos:
+        np.testing.assert_array_equal(np.asarray(msg.k).reshape(3, 3), expect_k)
+    said = capsys.readouterr()
+    assert ("distortion (D = [-0.3, 0.1, 0.001, -0.002, 0]) that is ignored" in said.out + said.err) == warned
