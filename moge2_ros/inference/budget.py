@@ -30,7 +30,8 @@ from ..model.config import ConvStackConfig, MoGe2Config
 #: (bench/bench_budget.py, 11 MP frames), plus the node's message copies (~40: cloud, images), rounded up.
 BYTES_PER_PIXEL: Final[int] = 160
 #: Bytes of activation memory per structural activation element (:func:`activation_elements_per_token`), fp32,
-#: measured on the demo and reference models (bench/bench_budget.py: 3.7 and 3.1 bytes per element), with margin.
+#: measured on the demo and reference models (bench/bench_budget.py slopes: 1.4-3.2 bytes per element over two
+#: runs), with margin for the network's and the post-processing's peaks coinciding.
 ACTIVATION_FACTOR: Final[float] = 4.5
 #: Fixed working memory of a frame (allocator slack, small tensors), bytes.
 FIXED_BYTES: Final[int] = 48 << 20
@@ -112,13 +113,23 @@ class FrameCost:
         return self.memory_bytes / 2**20
 
 
-def frame_cost(config: MoGe2Config, pixels: int, tokens: int, device_type: str = "cpu") -> FrameCost:
-    """The :class:`FrameCost` of a ``pixels``-pixel image at ``tokens`` tokens on a ``device_type`` device."""
-    per_token = ACTIVATION_FACTOR * activation_elements_per_token(config)
-    memory = FIXED_BYTES + BYTES_PER_PIXEL * pixels + per_token * tokens
+def _cost(per_token_bytes: float, config: MoGe2Config | None, pixels: int, tokens: int, device_type: str,
+          batch: int) -> FrameCost:
+    """The one cost formula: memory = fixed + batch x (pixels x bytes per pixel + tokens x bytes per token); time
+    from the model's MACs (nan without a configuration)."""
+    memory = FIXED_BYTES + batch * (BYTES_PER_PIXEL * pixels + per_token_bytes * tokens)
+    if config is None:
+        return FrameCost(int(memory), float("nan"))
     rate = MACS_PER_SECOND.get(device_type, MACS_PER_SECOND["cpu"])
-    time_s = macs_per_token(config, tokens) * tokens / rate + SECONDS_PER_PIXEL * pixels
+    time_s = batch * (macs_per_token(config, tokens) * tokens / rate + SECONDS_PER_PIXEL * pixels)
     return FrameCost(int(memory), float(time_s))
+
+
+def frame_cost(config: MoGe2Config, pixels: int, tokens: int, device_type: str = "cpu", batch: int = 1) -> FrameCost:
+    """The :class:`FrameCost` of ``batch`` images of ``pixels`` pixels at ``tokens`` tokens on a ``device_type``
+    device."""
+    per_token = ACTIVATION_FACTOR * activation_elements_per_token(config)
+    return _cost(per_token, config, pixels, tokens, device_type, batch)
 
 
 def default_budget_mb(device_type: str = "cpu") -> int:
@@ -169,12 +180,7 @@ class FrameBudget:
     def cost(self, pixels: int, tokens: int, batch: int = 1) -> FrameCost:
         """The :class:`FrameCost` of ``batch`` images of ``pixels`` pixels each at ``tokens`` tokens (time: nan
         without a model configuration)."""
-        memory = FIXED_BYTES + batch * (BYTES_PER_PIXEL * pixels + self._per_token * tokens)
-        if self.config is None:
-            return FrameCost(int(memory), float("nan"))
-        rate = MACS_PER_SECOND.get(self.device_type, MACS_PER_SECOND["cpu"])
-        time_s = batch * (macs_per_token(self.config, tokens) * tokens / rate + SECONDS_PER_PIXEL * pixels)
-        return FrameCost(int(memory), float(time_s))
+        return _cost(self._per_token, self.config, pixels, tokens, self.device_type, batch)
 
     def max_pixels(self, tokens: int) -> int:
         """The largest image (pixels) that fits the budget at ``tokens`` tokens (0 if none does)."""
