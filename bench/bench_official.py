@@ -68,8 +68,9 @@ CONFIGS: dict[str, tuple[str, str | None]] = {
     "vitb": ("ViT-B + v2.json decoder (random init)", "vitb14_variant"),
     "vitl": ("ViT-L v2.json (random init)", "vitl14_v2json"),
 }
-METHODS = ("official_infer", "ours_predict", "ours_infer")
-METHOD_LABEL = {"official_infer": "official infer", "ours_predict": "ours predict", "ours_infer": "ours infer"}
+METHODS = ("official_infer", "ours_predict", "ours_infer", "ours_auto")
+METHOD_LABEL = {"official_infer": "official infer", "ours_predict": "ours predict", "ours_infer": "ours infer",
+                "ours_auto": "ours predict, precision auto"}
 
 
 # ============================================================================================= worker side
@@ -115,8 +116,9 @@ def _worker_command(kind: str, cmd: dict[str, Any], state: dict[str, Any], np: A
             info.update(moge=version("dlr-moge"), utils3d=version("dlr-utils3d"), scipy=scipy.__version__)
         else:
             import moge2_ros
+            from moge2_ros.inference.precision import resolve_precision
 
-            info.update(moge2_ros=moge2_ros.__version__)
+            info.update(moge2_ros=moge2_ros.__version__, auto=resolve_precision("auto", torch.device("cpu"))[0])
         return info
     if op == "image":
         image = np.load(cmd["path"])
@@ -148,6 +150,8 @@ def _worker_command(kind: str, cmd: dict[str, Any], state: dict[str, Any], np: A
             from moge2_ros import Predictor
 
             state["predictor"] = Predictor(state["model"], num_tokens=cmd["tokens"])
+            # The node's default path: precision auto (bf16 on a CPU with native bf16, else fp32).
+            state["predictor_auto"] = Predictor(state["model"], num_tokens=cmd["tokens"], dtype="auto")
         return {}
     if op == "run":
         fn = _method(kind, cmd["method"], state, torch)
@@ -186,12 +190,14 @@ def _method(kind: str, method: str, state: dict[str, Any], torch: Any):
         return lambda: model.infer(state["image_f32"], num_tokens=tokens, use_fp16=False)
     if method == "ours_predict" and kind == "ours":
         return lambda: state["predictor"].predict(state["image_u8"])
+    if method == "ours_auto" and kind == "ours":
+        return lambda: state["predictor_auto"].predict(state["image_u8"])
     raise ValueError(f"worker {kind!r} does not run {method!r}")
 
 
 def _save_outputs(method: str, result: Any, path: str, np: Any, torch: Any) -> None:
     """depth (H, W) float32 (non-finite where invalid), mask (H, W) bool, fov_x (degrees)."""
-    if method == "ours_predict":
+    if method in ("ours_predict", "ours_auto"):
         depth, mask, fov_x = result.depth[0], result.mask[0], float(result.fov_x[0])
     else:
         depth, mask = result["depth"], result["mask"]
@@ -346,7 +352,8 @@ def measure(config: str, tokens: int, workers: dict[str, Worker], args: argparse
             checkpoint: Path, tmp: Path) -> dict[str, Any]:
     for w in workers.values():
         w.ask(cmd="tokens", tokens=tokens)
-    owner = {"official_infer": workers["official"], "ours_predict": workers["ours"], "ours_infer": workers["ours"]}
+    owner = {"official_infer": workers["official"], "ours_predict": workers["ours"], "ours_infer": workers["ours"],
+             "ours_auto": workers["ours"]}
     for _ in range(args.warmup):
         for m in METHODS:
             owner[m].ask(cmd="run", method=m, clock=args.clock)
@@ -368,7 +375,8 @@ def measure(config: str, tokens: int, workers: dict[str, Worker], args: argparse
                            "threads": args.threads, "samples_ms": samples, "load1": [min(load), max(load)]}
     row["median_ms"] = {m: statistics.median(s) for m, s in samples.items()}
     row["min_ms"] = {m: min(s) for m, s in samples.items()}
-    row["agreement"] = {m: agreement(saved["official_infer"], saved[m]) for m in ("ours_predict", "ours_infer")}
+    row["agreement"] = {m: agreement(saved["official_infer"], saved[m]) for m in ("ours_predict", "ours_infer",
+                                                                                 "ours_auto")}
     if args.profile:
         row["profile"] = {m: owner[m].ask(cmd="profile", method=m, top=args.profile_top) for m in METHODS}
     return row
@@ -398,13 +406,25 @@ def print_report(rows: list[dict[str, Any]], info: dict[str, Any], versions: dic
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         med, agr = r["median_ms"], r["agreement"]
-        worst_mask = max(agr[m]["mask_differs"] for m in agr)
-        worst_fov = max((agr[m]["fov_x_diff_deg"] for m in agr), key=abs)
+        fp32 = ("ours_predict", "ours_infer")
+        worst_mask = max(agr[m]["mask_differs"] for m in fp32)
+        worst_fov = max((agr[m]["fov_x_diff_deg"] for m in fp32), key=abs)
         print(f"| {r['config']} | {r['tokens']} | {med['official_infer']:,.0f} | {med['ours_predict']:,.0f} "
               f"| {med['ours_infer']:,.0f} | **{med['official_infer'] / med['ours_predict']:.2f}** "
               f"| **{med['official_infer'] / med['ours_infer']:.2f}** | {agr['ours_predict']['depth_absrel']:.1e} "
               f"| {agr['ours_infer']['depth_absrel']:.1e} | {worst_mask:.1e} | {worst_fov:+.1e} "
               f"| {agr['ours_infer']['valid_fraction']:.2f} | {r['load1'][0]:.1f}–{r['load1'][1]:.1f} |")
+    print()
+    print(f"The node's default path (`Predictor.predict`, precision auto = {versions['ours'].get('auto', '?')} "
+          "here) against the official fp32 `infer`, same calls interleaved:\n")
+    print("| config | tokens | official infer ms | ours auto ms | official / ours auto | depth AbsRel auto vs official "
+          "| mask differs |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        med, agr = r["median_ms"], r["agreement"]["ours_auto"]
+        print(f"| {r['config']} | {r['tokens']} | {med['official_infer']:,.0f} | {med['ours_auto']:,.0f} "
+              f"| **{med['official_infer'] / med['ours_auto']:.2f}** | {agr['depth_absrel']:.1e} "
+              f"| {agr['mask_differs']:.1e} |")
     print()
     print("Medians of the timed calls; ratio > 1 = ours faster. AbsRel = mean |d - d_official| / d_official over the "
           "pixels valid in both; mask differs = fraction of pixels whose validity differs from the official mask "
