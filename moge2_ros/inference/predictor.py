@@ -258,7 +258,7 @@ class Predictor:
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
             raise InputError(f"max_pixels must be a positive integer or None, found {max_pixels!r}")
         tokens = self.num_tokens if num_tokens is None else num_tokens
-        allowed = min(DEFAULT_MAX_PIXELS, self.budget.max_pixels(tokens))
+        allowed = self._budget_pixels(tokens)
         if max_pixels > allowed:
             raise BudgetError(f"max_pixels {max_pixels} is more than the memory budget of {self.budget.budget_mb:.0f} "
                              f"MiB allows at {tokens} tokens ({allowed}): lower it, or raise the memory budget")
@@ -267,9 +267,12 @@ class Predictor:
         """The largest image (pixels) accepted now: the explicit ``max_pixels``, else what the memory budget
         allows at ``num_tokens`` (default: the current count), never above ``DEFAULT_MAX_PIXELS``.  Decoders use
         it before they allocate a frame."""
-        tokens = self.num_tokens if num_tokens is None else num_tokens
-        budget = min(DEFAULT_MAX_PIXELS, self.budget.max_pixels(tokens))
+        budget = self._budget_pixels(self.num_tokens if num_tokens is None else num_tokens)
         return budget if self.max_pixels is None else min(self.max_pixels, budget)
+
+    def _budget_pixels(self, tokens: int) -> int:
+        """The largest image the memory budget allows at ``tokens`` tokens, never above ``DEFAULT_MAX_PIXELS``."""
+        return min(DEFAULT_MAX_PIXELS, self.budget.max_pixels(tokens))
 
     def _check_budget(self, image: ImageLike) -> None:
         """Refuse an image (or batch) the memory budget cannot serve, from its shape alone."""
@@ -283,11 +286,11 @@ class Predictor:
         if len(dims) != 2:
             return  # image_to_batch names the shape problem
         pixels = int(dims[0]) * int(dims[1])
-        limit = self.pixel_limit()
-        if pixels > limit and self.max_pixels is not None and pixels <= self.budget.max_pixels(self.num_tokens):
-            raise BudgetError(f"image too large: {dims[1]}x{dims[0]} = {pixels} pixels, limit max_pixels = {limit}")
         self.budget.check(pixels, self.num_tokens, batch=max(int(batch), 1),
                           what=f"image {dims[1]}x{dims[0]}" + (f" (batch of {batch})" if batch != 1 else ""))
+        if self.max_pixels is not None and pixels > self.max_pixels:  # an explicit limit under the budget's
+            raise BudgetError(f"image too large: {dims[1]}x{dims[0]} = {pixels} pixels, limit max_pixels = "
+                              f"{self.max_pixels}")
 
     def _to_batch(self, image: ImageLike) -> torch.Tensor:
         self._check_budget(image)
