@@ -10,7 +10,7 @@ per-camera Kalman filter keeps it steady over time.  Pure numpy / torch, no ROS.
 * :mod:`~moge2_ros.anchors.complete`: mode ``complete`` (log-depth Poisson completion of a depth anchor).
 """
 
-from moge2_ros.anchors.anchoring import MODES, AnchorConfig, ScaleAnchoring, ScaleDecision
+from moge2_ros.anchors.anchoring import MODES, AnchorConfig, ScaleAnchoring, ScaleDecision, apply_decision
 from moge2_ros.anchors.fit import FitOptions, SourceFit
 from moge2_ros.anchors.kalman import KalmanOptions, LogScaleKalman
 from moge2_ros.anchors.sources import (
@@ -26,7 +26,8 @@ from moge2_ros.anchors.sources import (
 )
 
 __all__ = [
-    "MODES", "AnchorConfig", "ScaleAnchoring", "ScaleDecision", "FitOptions", "SourceFit", "KalmanOptions",
+    "MODES", "AnchorConfig", "ScaleAnchoring", "ScaleDecision", "apply_decision", "FitOptions", "SourceFit",
+    "KalmanOptions",
     "LogScaleKalman", "Anchor", "AnchorError", "CameraHeightAnchor", "DepthImageAnchor", "DepthSamples",
     "DropCounts", "Extrinsic", "PointCloudAnchor", "RangeAnchor",
 ]

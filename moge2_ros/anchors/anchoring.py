@@ -33,6 +33,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -51,7 +52,10 @@ from moge2_ros.anchors.sources import (
 )
 from moge2_ros.errors import InputError
 
-__all__ = ["MODES", "AnchorConfig", "ScaleDecision", "ScaleAnchoring"]
+if TYPE_CHECKING:  # pragma: no cover
+    from moge2_ros.inference.result import Geometry
+
+__all__ = ["MODES", "AnchorConfig", "ScaleDecision", "ScaleAnchoring", "apply_decision"]
 
 MODES = ("scale", "scale_shift", "complete")
 
@@ -430,3 +434,39 @@ class ScaleAnchoring:
         self.totals["anchored" if decision.anchored else "fallback"] += 1
         self.totals["gated"] += int(decision.gated)
         return replace(decision, dropped=drops.as_dict(), time_s=time.perf_counter() - t0)
+
+
+def apply_decision(geometry: "Geometry", decision: ScaleDecision) -> "Geometry":
+    """The frame's geometry with the decision applied: metric outputs times ``decision.factor``; in mode
+    ``scale_shift`` the depth shift added (points moved along their rays); in mode ``complete`` the completed depth
+    (sensor depth, holes filled) replacing depth, points and mask where it is finite.
+
+    Args:
+        geometry: one frame's :class:`~moge2_ros.inference.result.Geometry` (batch of 1) with the network's scale.
+        decision: :meth:`ScaleAnchoring.update`'s decision for it.
+
+    Returns:
+        A new Geometry (``metric_scale`` = the applied scale); normals and intrinsics unchanged.
+    """
+    factor = decision.factor
+    geo = geometry.scaled(factor) if factor != 1.0 else geometry
+    if decision.shift_m != 0.0 and math.isfinite(decision.shift_m):
+        depth = geo.depth + decision.shift_m
+        keep = geo.mask & (depth > 0)
+        ratio = torch.where(keep, depth / geo.depth, torch.nan)
+        geo = replace(geo, depth=torch.where(keep, depth, torch.nan), points=geo.points * ratio[..., None],
+                      mask=keep)
+    if decision.completed_depth is not None:
+        completed = torch.as_tensor(decision.completed_depth, dtype=torch.float32, device=geo.depth.device)[None]
+        if completed.shape == geo.depth.shape:
+            k = geo.intrinsics[0].to(torch.float32)
+            height, width = completed.shape[-2:]
+            u = torch.arange(width, dtype=torch.float32, device=completed.device)
+            v = torch.arange(height, dtype=torch.float32, device=completed.device)
+            y = ((v - k[1, 2]) / k[1, 1])[:, None].expand(height, width)
+            x = ((u[None, :] - k[0, 2] - k[0, 1] * y) / k[0, 0])
+            rays = torch.stack([x, y, torch.ones_like(x)], dim=-1)
+            keep = torch.isfinite(completed) & (completed > 0)
+            depth = torch.where(keep, completed, torch.nan)
+            geo = replace(geo, depth=depth, points=depth[..., None] * rays, mask=keep)
+    return geo

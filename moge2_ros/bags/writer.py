@@ -110,7 +110,10 @@ def geometry_msg(header: Any, fields: GeometryFields) -> Any:
         intrinsics_estimated=bool(fields.intrinsics_estimated), metric_scale=float(fields.metric_scale),
         fov_x_deg=float(fields.fov_x_deg), fov_y_deg=float(fields.fov_y_deg), num_tokens=int(fields.num_tokens),
         inference_ms=float(fields.inference_ms), model_id=str(fields.model_id),
-        valid_fraction=float(fields.valid_fraction),
+        valid_fraction=float(fields.valid_fraction), scale_source=str(fields.scale_source),
+        network_scale=float(fields.network_scale), scale_log_std=float(fields.scale_log_std),
+        anchor_count=int(fields.anchor_count), anchor_inliers=int(fields.anchor_inliers),
+        anchor_residual_m=float(fields.anchor_residual_m),
     )
 
 

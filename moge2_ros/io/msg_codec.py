@@ -24,6 +24,7 @@ Errors:
 from __future__ import annotations
 
 import io
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -801,6 +802,12 @@ class GeometryFields:
     inference_ms: float  # model time of the frame, milliseconds
     model_id: str  # what ran (model source or ONNX file)
     valid_fraction: float  # share of valid pixels in [0, 1]
+    scale_source: str = "network"  # what set metric_scale: network, or anchor sources joined by '+'
+    network_scale: float = math.nan  # the network's own metric scale of the frame
+    scale_log_std: float = math.nan  # uncertainty of metric_scale, std of its log (NaN: not estimated)
+    anchor_count: int = 0  # anchor samples used
+    anchor_inliers: int = 0  # of which inliers
+    anchor_residual_m: float = math.nan  # median absolute residual of the inliers, metres
 
 
 # ------------------------------------------------------------------------------------------------ output images

@@ -36,14 +36,26 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from moge2_ros.anchors import (
+    Anchor,
+    AnchorConfig,
+    CameraHeightAnchor,
+    DepthImageAnchor,
+    Extrinsic,
+    PointCloudAnchor,
+    RangeAnchor,
+    ScaleAnchoring,
+    ScaleDecision,
+    apply_decision,
+)
 from moge2_ros.errors import InputError
 from moge2_ros.inference.temporal import INTRINSICS_MODES, IntrinsicsStabilizer, ScaleSmoother
 from moge2_ros.io import msg_codec as codec
@@ -128,6 +140,13 @@ class FrameConfig:
         fixed_distortion: distortion coefficients of ``fixed_intrinsics`` (empty or zeros = none), for drivers that
             publish no CameraInfo.
         fixed_distortion_model: their model: ``plumb_bob`` (5), ``rational_polynomial`` (8), ``equidistant`` (4).
+        anchors: metric scale anchoring (:class:`~moge2_ros.anchors.AnchorConfig`: the robot's metric sensors,
+            handed to :meth:`FramePipeline.process` per frame, and a per-camera Kalman filter set the published
+            scale), or None = the network's scale (with ``scale_smoothing``, which anchoring replaces).
+        camera_height_m: with ``anchors``: the camera's height above a flat floor in metres (a ground-plane anchor on
+            every frame where enough flat floor is visible), 0 = off.
+        camera_up: the up direction (against gravity) in the raw camera's optical frame, e.g. ``(0, -1, 0)`` for a
+            level camera; normalised.
 
     Raises:
         InputError: from the constructor, for a value out of its range or choices.
@@ -150,6 +169,9 @@ class FrameConfig:
     rectified_size: tuple[int, int] = (0, 0)
     fixed_distortion: tuple[float, ...] = ()
     fixed_distortion_model: str = "plumb_bob"
+    anchors: AnchorConfig | None = None
+    camera_height_m: float = 0.0
+    camera_up: tuple[float, float, float] = (0.0, -1.0, 0.0)
 
     def __post_init__(self) -> None:
         _choice("intrinsics_source", self.intrinsics_source, INTRINSICS_SOURCES)
@@ -179,6 +201,22 @@ class FrameConfig:
                              f"{codec.short(self.fixed_distortion_model)}")
         if self.intrinsics_source == "fixed":
             self.fixed_k()  # raises for missing or invalid values
+        if not (self.camera_height_m == 0 or 0 < self.camera_height_m < 1e3):  # NaN fails too
+            raise InputError(f"camera_height: expected 0 (off) or a height in (0, 1000) metres, found "
+                             f"{self.camera_height_m!r}")
+        if self.camera_height_m > 0:
+            try:
+                CameraHeightAnchor(self.camera_height_m, self.camera_up).checked()
+            except InputError:
+                raise InputError(f"camera_up: expected a finite non-zero direction [x, y, z] in the camera optical "
+                                 f"frame, found {codec.short(self.camera_up)}") from None
+
+    def anchor_list(self, anchors: Sequence[Anchor]) -> list[Anchor]:
+        """A frame's anchors: the readings given plus the camera-height anchor when ``camera_height_m`` is set."""
+        out = list(anchors)
+        if self.camera_height_m > 0:
+            out.append(CameraHeightAnchor(self.camera_height_m, tuple(self.camera_up)))  # type: ignore[arg-type]
+        return out
 
     def view_size(self) -> tuple[int, int] | None:
         """``rectified_size`` as ``(width, height)``, or None for the image's size."""
@@ -236,6 +274,8 @@ class FrameOutputs:
             ``estimating the intrinsics``), or None.
         rectified: whether the image was rectified (a distorted camera).
         distortion_ignored: a distorted camera's K was used on the raw image (``rectify`` off).
+        scale: the metric anchoring's decision for this frame (scale source, network and applied scale, its
+            uncertainty, anchors used, dropped readings), or None when anchoring is off.
     """
 
     width: int
@@ -254,6 +294,7 @@ class FrameOutputs:
     camera_note: str | None = None
     rectified: bool = False
     distortion_ignored: bool = False
+    scale: ScaleDecision | None = None
 
 
 class FramePipeline:
@@ -276,6 +317,7 @@ class FramePipeline:
         self._config = config if config is not None else FrameConfig()
         self._stabilizer = IntrinsicsStabilizer(self._config.intrinsics_stabilization, self._config.intrinsics_window)
         self._smoother = ScaleSmoother(self._config.scale_smoothing)
+        self._anchoring = ScaleAnchoring(self._config.anchors) if self._config.anchors is not None else None
         #: Rectification maps per camera and view (computed on a camera's first frame).
         self.rectifiers = RectifierCache()
         self._infos: OrderedDict[tuple[Any, ...], CameraModel | InputError] = OrderedDict()
@@ -286,8 +328,9 @@ class FramePipeline:
         return self._config
 
     def configure(self, config: FrameConfig) -> None:
-        """Use ``config`` from the next frame on.  The intrinsics stabiliser and the scale smoother start over
-        only when their own settings change."""
+        """Use ``config`` from the next frame on.  The intrinsics stabiliser, the scale smoother and the anchoring's
+        filters start over only when their own settings change (the anchoring's: its mode or filter parameters;
+        other anchor thresholds apply to the running filters)."""
         with self._lock:
             old = self._config
             if (config.intrinsics_stabilization, config.intrinsics_window) != \
@@ -295,9 +338,12 @@ class FramePipeline:
                 self._stabilizer = IntrinsicsStabilizer(config.intrinsics_stabilization, config.intrinsics_window)
             if config.scale_smoothing != old.scale_smoothing:
                 self._smoother = ScaleSmoother(config.scale_smoothing)
+            self._anchoring = _follow_anchor_config(self._anchoring, config.anchors)
             self._config = config
 
-    def process(self, rgb: np.ndarray, outputs: Collection[str], camera_info: Any = None) -> FrameOutputs | None:
+    def process(self, rgb: np.ndarray, outputs: Collection[str], camera_info: Any = None,
+                anchors: Sequence[Anchor] = (), stamp: float | None = None,
+                camera_id: str = "") -> FrameOutputs | None:
         """Run one frame and encode the ``outputs`` asked for.
 
         Args:
@@ -308,6 +354,12 @@ class FramePipeline:
                 when ``intrinsics_source`` is ``camera_info``.  One that is not valid for this image is replaced by
                 the last good one of this image size, else K is estimated, and the reason is returned in
                 :attr:`FrameOutputs.intrinsics_error` (so are fixed intrinsics that are implausible for this image).
+            anchors: this frame's metric sensor readings (:mod:`moge2_ros.anchors.sources`, e.g. from
+                :mod:`moge2_ros.pipeline.anchor_msgs`) in the RAW camera's optical frame (a depth image registered to
+                the raw image); used when ``config.anchors`` is set, moved into the rectified camera's frame for a
+                rectified camera.  Bad readings are counted in :attr:`FrameOutputs.scale`, never raised.
+            stamp: the image's time in seconds (anchor staleness, the filter's time step), or None.
+            camera_id: the camera's filter key (its frame_id); the filter resets when the image size or K change.
 
         Returns:
             The payloads, or None when ``outputs`` is empty.
@@ -322,7 +374,7 @@ class FramePipeline:
         if not want:
             return None
         with self._lock:
-            config, stabilizer, smoother = self._config, self._stabilizer, self._smoother
+            config, stabilizer, smoother, anchoring = self._config, self._stabilizer, self._smoother, self._anchoring
         height, width = rgb.shape[:2]
         camera, info_msg, info_error, note = self._camera(config, camera_info, width, height)
 
@@ -342,9 +394,20 @@ class FramePipeline:
             geo = predictor.predict_stabilized(rgb, stabilizer)
         else:
             geo = predictor.predict(image, intrinsics=k_known)
-        factor = smoother.update(float(geo.metric_scale[0]))
-        if factor != 1.0:
-            geo = geo.scaled(factor)
+        network_scale = float(geo.metric_scale[0])
+        decision = None
+        if anchoring is not None:
+            readings = config.anchor_list(anchors)
+            if rectifier is not None:
+                readings = _in_rectified_frame(readings, rectifier)
+            decision = anchoring.update(geo.points[0], geo.mask[0], geo.intrinsics[0], network_scale, readings,
+                                        stamp=stamp, camera_id=camera_id,
+                                        normals=geo.normal[0] if geo.normal is not None else None)
+            geo = apply_decision(geo, decision)
+        else:
+            factor = smoother.update(network_scale)
+            if factor != 1.0:
+                geo = geo.scaled(factor)
         raw_grid = rectifier is not None and config.output_grid == "raw"
         colours = rgb
         if raw_grid:
@@ -384,6 +447,7 @@ class FramePipeline:
                 metric_scale=float(geo.metric_scale[0]), fov_x_deg=float(geo.fov_x[0]),
                 fov_y_deg=float(geo.fov_y[0]), num_tokens=int(geo.num_tokens), inference_ms=inference_s * 1e3,
                 model_id=str(predictor.model_id), valid_fraction=float(mask_t.float().mean()),
+                **_scale_fields(decision, network_scale),
             )
         return FrameOutputs(
             width=out_w,
@@ -402,6 +466,7 @@ class FramePipeline:
             camera_note=note,
             rectified=rectifier is not None,
             distortion_ignored=camera is not None and camera.distorted and not config.rectify,
+            scale=decision,
         )
 
     def _camera(self, config: FrameConfig, camera_info: Any, width: int, height: int) \
@@ -471,3 +536,68 @@ def _raw_camera_info(camera: CameraModel, msg: Any, rectifier: Rectifier) -> Cam
     p[:, :3] = rectifier.k
     return CameraInfoFields(height=camera.height, width=camera.width, distortion_model=camera.distortion_model,
                             d=camera.d.copy(), k=camera.k.ravel().copy(), r=np.eye(3).ravel(), p=p.ravel())
+
+
+def _follow_anchor_config(anchoring: ScaleAnchoring | None, config: AnchorConfig | None) -> ScaleAnchoring | None:
+    """The anchoring for a new configuration: None when off; the running one (its filters kept) when only thresholds
+    change; a new one when it was off or its mode or filter parameters change."""
+    if config is None:
+        return None
+    old = anchoring.config if anchoring is not None else None
+    if anchoring is None or old is None or (old.mode, old.kalman, old.temporal) != \
+            (config.mode, config.kalman, config.temporal):
+        return ScaleAnchoring(config)
+    anchoring.config = config
+    return anchoring
+
+
+def _scale_fields(decision: ScaleDecision | None, network_scale: float) -> dict[str, Any]:
+    """The MonocularGeometry scale fields of a frame (the network's own scale when anchoring is off)."""
+    if decision is None:
+        return {"scale_source": "network", "network_scale": network_scale}
+    return {"scale_source": decision.source, "network_scale": decision.network_scale,
+            "scale_log_std": decision.log_std, "anchor_count": decision.anchor_count,
+            "anchor_inliers": decision.inliers, "anchor_residual_m": decision.residual_m}
+
+
+def _in_rectified_frame(anchors: Sequence[Anchor], rectifier: Rectifier) -> list[Anchor]:
+    """Anchors given in the raw camera's optical frame moved into the rectified camera's (``p_rect = R p_raw``): the
+    extrinsics of clouds and range cones composed with R, the up direction rotated, a registered depth image turned
+    into the raw-frame points of its pixels (the raw camera's undistorted rays).  A reading that is malformed is
+    passed on unchanged: the anchoring refuses and counts it."""
+    r = rectifier.camera.r
+    identity = bool(np.allclose(r, np.eye(3)))
+    out: list[Anchor] = []
+    for anchor in anchors:
+        try:
+            if isinstance(anchor, DepthImageAnchor):
+                anchor = _depth_as_points(anchor, rectifier)
+            elif identity:
+                pass
+            elif isinstance(anchor, (PointCloudAnchor, RangeAnchor)):
+                rot, t = anchor.extrinsic.matrix()
+                anchor = replace(anchor, extrinsic=Extrinsic.from_matrix(r @ rot, r @ t))
+            elif isinstance(anchor, CameraHeightAnchor):
+                _, up = anchor.checked()
+                anchor = replace(anchor, up=tuple(float(c) for c in r @ up))
+        except InputError:
+            pass
+        out.append(anchor)
+    return out
+
+
+def _depth_as_points(anchor: DepthImageAnchor, rectifier: Rectifier) -> PointCloudAnchor:
+    """A depth image registered to the raw (distorted) image as the points of its valid pixels, in the raw camera's
+    optical frame, with the rectification rotation as extrinsic (at most ``anchor.max_samples`` points, a fixed
+    stride)."""
+    camera = rectifier.camera
+    depth = anchor.resampled(camera.width, camera.height)
+    raw = rectifier.raw_grid()
+    valid = np.isfinite(depth) & raw.valid.cpu().numpy()
+    v, u = np.nonzero(valid)
+    if v.size > anchor.max_samples:
+        stride = math.ceil(v.size / anchor.max_samples)
+        v, u = v[::stride], u[::stride]
+    rays = raw.rays.cpu().numpy()[v, u].astype(np.float64)
+    return PointCloudAnchor(rays * depth[v, u][:, None], Extrinsic.from_matrix(camera.r), anchor.stamp,
+                            anchor.weight, kind="depth")

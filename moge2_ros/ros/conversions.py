@@ -310,7 +310,7 @@ def cloud_msg(header: Header, fields: codec.CloudFields) -> PointCloud2:
 def geometry_msg(msg_type: type, header: Header, fields: codec.GeometryFields) -> Any:
     """A ``moge2_ros_msgs/MonocularGeometry`` (``msg_type``: its rclpy class, imported by the caller because the
     package is optional) of codec fields; ``camera_info`` gets the same header. A message definition without
-    ``valid_fraction`` (an older build of moge2_ros_msgs) is filled without it.
+    ``valid_fraction`` or the scale fields (an older build of moge2_ros_msgs) is filled without them.
 
     Raises:
         ConversionError: bad header.
@@ -327,4 +327,11 @@ def geometry_msg(msg_type: type, header: Header, fields: codec.GeometryFields) -
     msg.model_id = str(fields.model_id)
     if hasattr(msg, "valid_fraction"):
         msg.valid_fraction = float(fields.valid_fraction)
+    if hasattr(msg, "scale_source"):
+        msg.scale_source = str(fields.scale_source)
+        msg.network_scale = float(fields.network_scale)
+        msg.scale_log_std = float(fields.scale_log_std)
+        msg.anchor_count = int(fields.anchor_count)
+        msg.anchor_inliers = int(fields.anchor_inliers)
+        msg.anchor_residual_m = float(fields.anchor_residual_m)
     return msg

@@ -48,13 +48,14 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from ..anchors import AnchorConfig, FitOptions
 from ..errors import BudgetError, InputError, Moge2RosError
 from ..inference.factory import PredictorOptions, load_predictor
 from ..io.msg_codec import distortion_note
 from ..pipeline.frame import FrameConfig, FramePipeline, decode_rgb
 from . import conversions as conv
 from .host_memory import keep_freed_memory
-from .params import check_value, declare_all, short_reason
+from .params import anchor_extrinsic, check_value, declare_all, short_reason
 from .stats import PipelineStats
 
 OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -105,7 +106,19 @@ def frame_config(cfg: dict[str, Any]) -> FrameConfig:
         fixed_distortion=tuple(float(v) for v in cfg["fixed_distortion"]) if cfg["intrinsics_source"] == "fixed"
         else (),
         fixed_distortion_model=cfg["fixed_distortion_model"],
+        anchors=anchor_config(cfg),
+        camera_height_m=cfg["camera_height"] if cfg["anchor_mode"] != "off" else 0.0,
+        camera_up=tuple(float(v) for v in cfg["camera_up"]),  # type: ignore[arg-type]
     )
+
+
+def anchor_config(cfg: dict[str, Any]) -> AnchorConfig | None:
+    """The :class:`AnchorConfig` of the node's anchor parameters, None when ``anchor_mode`` is off."""
+    if cfg["anchor_mode"] == "off":
+        return None
+    threshold = cfg["anchor_inlier_threshold"]
+    return AnchorConfig(mode=cfg["anchor_mode"], max_age_s=cfg["anchor_max_age"], temporal=cfg["anchor_temporal"],
+                        fit=FitOptions(trunc=threshold, inlier_threshold=threshold))
 
 
 class Moge2Node(Node):
@@ -126,6 +139,16 @@ class Moge2Node(Node):
         self.get_logger().info(self._predictor.precision_note)
         self._apply_dynamic(self._predictor, self.cfg)
         self._pipeline = FramePipeline(self._predictor, frame_config(self.cfg))
+        for name in ("anchor_points_extrinsic", "anchor_range_extrinsic"):
+            anchor_extrinsic(self.cfg[name], name)  # InputError: the node does not start
+        self._anchor_inputs = None
+        if self.cfg["anchor_points"] or self.cfg["anchor_depth"] or self.cfg["anchor_range"]:
+            from .anchor_inputs import AnchorInputs
+
+            self._anchor_inputs = AnchorInputs(self, self.cfg)
+            if self.cfg["anchor_mode"] == "off":
+                self.get_logger().warning("anchor subscriptions are on but anchor_mode is off: the readings are not "
+                                          "used")
 
         self._geometry_type = _load_geometry_msg()
         if self._geometry_type is None and self.cfg["publish_geometry"]:
@@ -277,7 +300,11 @@ class Moge2Node(Node):
         self._apply_dynamic(self._predictor, cfg)
         rgb = decode_rgb(msg, self._predictor.pixel_limit())  # the header's size is checked before decoding
         info = self._camera_info
-        frame = self._pipeline.process(rgb, self._wanted(cfg), camera_info=info)
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        anchors = self._anchor_inputs.readings(stamp, msg.header.frame_id) \
+            if self._anchor_inputs is not None and cfg["anchor_mode"] != "off" else ()
+        frame = self._pipeline.process(rgb, self._wanted(cfg), camera_info=info, anchors=anchors, stamp=stamp,
+                                       camera_id=msg.header.frame_id)
         if frame is None:
             return  # nobody listens: no inference at all
         if frame.intrinsics_error is not None:  # the given camera (camera_info or fixed_intrinsics) was not used
@@ -314,6 +341,8 @@ class Moge2Node(Node):
             self.pub_colorized.publish(conv.image_msg(header, frame.colorized))
         if frame.geometry is not None:
             self.pub_geometry.publish(conv.geometry_msg(self._geometry_type, header, frame.geometry))
+        if frame.scale is not None:
+            self.stats.on_scale(frame.scale)
         self.stats.on_processed(time.monotonic() - received, frame.inference_s)
 
     # ------------------------------------------------------------------------------------------------ diagnostics
@@ -334,6 +363,8 @@ class Moge2Node(Node):
             "model": self._predictor.model_id, "num_tokens": self._predictor.num_tokens,
             "memory_budget_mb": self._predictor.budget.budget_mb, "max_pixels": self._predictor.pixel_limit(),
         }
+        if self._anchor_inputs is not None:
+            info.update({f"anchor_{k}": v for k, v in self._anchor_inputs.counts().items()})
         values = {**info, **snap}
         status.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
         array = DiagnosticArray()
@@ -347,6 +378,8 @@ class Moge2Node(Node):
             self._stop = True
             self._slot_lock.notify_all()
         self._worker.join(timeout=10.0)
+        if self._anchor_inputs is not None:
+            self._anchor_inputs.close()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -18,7 +18,10 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
+from ..anchors import Extrinsic
+from ..errors import InputError
 from ..io.msg_codec import DEFAULT_MAX_PIXELS, short
+from ..pipeline.anchor_msgs import extrinsic_param
 
 #: Longest reason returned for a rejected parameter change; quoted values are cut to 80 characters first.
 MAX_REASON_CHARS = 300
@@ -104,6 +107,38 @@ PARAMS: tuple[ParamSpec, ...] = (
               int_range=(1, 100000)),
     ParamSpec("scale_smoothing", 0.0, "EMA weight of the newest frame's metric scale (0 = off: every frame uses its "
               "own scale).", float_range=(0.0, 1.0)),
+    # metric anchors (the robot's own metric sensors set the scale)
+    ParamSpec("anchor_mode", "off", "Metric scale anchoring: off (the network's scale, with scale_smoothing), scale "
+              "(the anchors below correct the network's one metric scale; a per-camera Kalman filter keeps it steady), "
+              "scale_shift (scale and a depth shift from points / depth anchors) or complete (scale, and the holes of "
+              "an anchor/depth image filled from the network's depth gradients).",
+              choices=("off", "scale", "scale_shift", "complete")),
+    ParamSpec("anchor_points", False, "Subscribe to 'anchor/points' (sensor_msgs/PointCloud2: a LiDAR or any metric "
+              "points, in its own frame).", restart=True),
+    ParamSpec("anchor_depth", False, "Subscribe to 'anchor/depth' (sensor_msgs/Image 32FC1 m or 16UC1 mm registered "
+              "to the camera image, any size: e.g. a depth camera with holes).", restart=True),
+    ParamSpec("anchor_range", False, "Subscribe to 'anchor/range' (sensor_msgs/Range: ultrasonic, IR, single-beam "
+              "ToF; the closest surface in its cone).", restart=True),
+    ParamSpec("anchor_points_frame", "", "Frame that anchor_points_extrinsic maps from; a cloud in another frame is "
+              "dropped as 'wrong_frame' ('' = any frame)."),
+    ParamSpec("anchor_points_extrinsic", [0.0] * 7, "Transform of the anchor cloud into the camera optical frame: "
+              "[tx, ty, tz, qx, qy, qz, qw] (metres, unit quaternion); all zero = from TF (when tf2_ros is available) "
+              "or, without it, the cloud must be in the image's frame."),
+    ParamSpec("anchor_range_frame", "", "Frame that anchor_range_extrinsic maps from ('' = any frame)."),
+    ParamSpec("anchor_range_extrinsic", [0.0] * 7, "Transform of the Range sensor frame (cone along its +x axis) into "
+              "the camera optical frame: [tx, ty, tz, qx, qy, qz, qw]; all zero = from TF, else the image's frame."),
+    ParamSpec("anchor_max_age", 0.1, "Anchor readings whose stamp differs from the image's by more than this (s) are "
+              "dropped as stale.", float_range=(0.001, 10.0)),
+    ParamSpec("anchor_temporal", True, "Filter the anchored scale over time per camera (a Kalman filter in log "
+              "scale with jump rejection); false: every frame stands alone."),
+    ParamSpec("anchor_inlier_threshold", 0.15, "Relative depth error below which an anchor sample is an inlier of "
+              "the fit (and the robust fit's truncation); raise it for a model with coarse shapes.",
+              float_range=(0.01, 0.99)),
+    ParamSpec("camera_height", 0.0, "Known height of the camera above a flat floor, metres (0 = off): with "
+              "anchor_mode on, a ground-plane fit anchors the scale when enough flat floor is visible.",
+              float_range=(0.0, 1000.0)),
+    ParamSpec("camera_up", [0.0, -1.0, 0.0], "Up direction (against gravity) in the camera optical frame for "
+              "camera_height, e.g. [0, -1, 0] for a level camera; from the mounting pitch and roll."),
     # filtering
     ParamSpec("edge_rtol", 0.04, "Flying-pixel filter: invalidate pixels whose relative depth change in a 3x3 window "
               "exceeds this (0 = off).", float_range=(0.0, 10.0)),
@@ -178,9 +213,30 @@ def check_value(name: str, value: Any) -> str | None:
         values = list(value)
         if len(values) != 2 or not all(0 <= v <= 65536 for v in values) or (0 in values and values != [0, 0]):
             return short_reason(f"'rectified_size' must be [width, height] > 0 or [0, 0], got {short(values)}")
+    if name in ("anchor_points_extrinsic", "anchor_range_extrinsic"):
+        try:
+            anchor_extrinsic(value, name)
+        except InputError as exc:
+            return short_reason(str(exc))
+    if name == "camera_up":
+        values = list(value)
+        if len(values) != 3 or not all(math.isfinite(v) for v in values) or not any(values):
+            return short_reason(f"'camera_up' must be 3 finite numbers, not all zero, got {short(values)}")
     if name == "fixed_intrinsics":
         values = list(value)
         if len(values) != 4 or not all(math.isfinite(v) for v in values) or any(v <= 0 for v in values[:2]):
             return short_reason(f"'fixed_intrinsics' must be [fx, fy, cx, cy], finite, with fx, fy > 0, got "
                                 f"{short(values)}")
     return None
+
+
+def anchor_extrinsic(values: Any, name: str) -> Extrinsic | None:
+    """The extrinsic of ``anchor_points_extrinsic`` / ``anchor_range_extrinsic``: None when all zero (unset).
+
+    Raises:
+        InputError: not 7 finite numbers or not a unit quaternion (names the parameter).
+    """
+    values = list(values)
+    if values and all(v == 0 for v in values):
+        return None
+    return extrinsic_param(values, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,10 @@ class PipelineStats:
     Counters: ``received`` (frames arrived), ``processed`` (frames published), ``dropped`` (frames overwritten
     before processing: the latest-frame policy), ``bad_input`` (rejected messages), ``over_budget`` (frames refused
     by the memory budget or the image size limit, before decoding), ``errors`` (frames that failed for another
-    reason), ``rejected_params`` (refused parameter changes).  Rates, percentiles and ``recent_failures`` (frames
+    reason), ``rejected_params`` (refused parameter changes); with metric anchoring on: ``anchored`` (frames whose
+scale the anchors set), ``anchor_fallback`` (frames that kept the network's / filter's scale), ``anchor_gated``
+(anchored scales rejected as jumps) and ``anchors_rejected`` (readings or samples dropped: stale, NaN, behind the
+camera, outside the image, out of range, malformed).  Rates, percentiles and ``recent_failures`` (frames
     lost to bad_input, over_budget or errors) are computed over the last ``window_s`` seconds.
     """
 
@@ -28,6 +32,8 @@ class PipelineStats:
         self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad_input": 0, "over_budget": 0, "errors": 0,
                        "rejected_params": 0}
         self.last_error = ""
+        self._anchored: deque[float] = deque(maxlen=max_samples)
+        self._scale: dict[str, float | int | str] = {}
         self._t0 = time.monotonic()
 
     def on_received(self, now: float | None = None) -> None:
@@ -43,6 +49,20 @@ class PipelineStats:
         with self._lock:
             self.counts["processed"] += 1
             self._processed.append((time.monotonic() if now is None else now, latency_s, inference_s))
+
+    def on_scale(self, decision: Any, now: float | None = None) -> None:
+        """Count a frame's metric-anchoring decision (a :class:`moge2_ros.anchors.ScaleDecision`)."""
+        with self._lock:
+            for key in ("anchored", "anchor_fallback", "anchor_gated", "anchors_rejected"):
+                self.counts.setdefault(key, 0)
+            self.counts["anchored" if decision.anchored else "anchor_fallback"] += 1
+            self.counts["anchor_gated"] += int(decision.gated)
+            self.counts["anchors_rejected"] += sum(v for k, v in decision.dropped.items() if k != "subsampled")
+            if decision.anchored:
+                self._anchored.append(time.monotonic() if now is None else now)
+            self._scale = {"scale_source": decision.source, "applied_scale": float(decision.applied_scale),
+                           "network_scale": float(decision.network_scale), "scale_log_std": float(decision.log_std),
+                           "anchor_reason": decision.reason}
 
     def on_rejected_params(self) -> None:
         with self._lock:
@@ -67,10 +87,14 @@ class PipelineStats:
             failed = sum(1 for t in self._failed if t >= start)
             out: dict[str, float | int | str] = dict(self.counts)
             out["last_error"] = self.last_error
+            anchored = sum(1 for t in self._anchored if t >= start)
+            out.update(self._scale)
         span = max(min(self.window_s, now - self._t0), 1e-3)  # a young pipeline has a shorter window
         out["input_rate_hz"] = len(received) / span
         out["output_rate_hz"] = len(processed) / span
         out["recent_failures"] = failed
+        if self._scale:
+            out["anchor_rate_hz"] = anchored / span
         if processed:
             lat = np.array([p[1] for p in processed]) * 1e3
             inf = np.array([p[2] for p in processed]) * 1e3
