@@ -72,7 +72,12 @@ class AnchorConfig:
         network_log_std: std of the network's scale bias in log space (how far its metric scale may be off before
             any anchor was seen: the filter's prior; also the uncertainty reported for an unanchored frame).
         network_frame_log_std: the network's per-frame scale noise around its slowly varying bias, log space (the
-            part of a frame's correction that the filter cannot predict from earlier frames).
+            part of a frame's correction that the filter cannot predict from earlier frames); with
+            ``adapt_frame_noise`` the floor of the learned value.
+        adapt_frame_noise: learn the network's per-frame scale noise per camera from the anchored frames'
+            innovations (an exponential average of their excess squared innovation, each clipped at 3 sigma so a
+            single glitch moves it little, never below ``network_frame_log_std``): a network whose scale jumps by
+            10-30 % between frames is then followed by sharp anchors instead of having its corrections gated.
         temporal: run the Kalman filter (False: each frame stands alone).
         fit: thresholds of the per-frame fits (robust truncation and inlier thresholds are relative depth
             errors, default 0.15 = 15 %).  Set ``fit.trunc`` / ``fit.inlier_threshold`` above the network's typical
@@ -89,6 +94,7 @@ class AnchorConfig:
     max_age_s: float = 0.1
     network_log_std: float = 0.2
     network_frame_log_std: float = 0.03
+    adapt_frame_noise: bool = True
     temporal: bool = True
     fit: FitOptions = field(default_factory=FitOptions)
     kalman: KalmanOptions = field(default_factory=KalmanOptions)
@@ -222,6 +228,7 @@ class ScaleAnchoring:
         self.config = config or AnchorConfig()
         self._filters: dict[str, LogScaleKalman] = {}
         self._sizes: dict[str, tuple[tuple[int, int], np.ndarray | None]] = {}
+        self._frame_var: dict[str, float] = {}  # learned per-frame noise variance of the network's scale
         self.totals: dict[str, int] = {"frames": 0, "anchored": 0, "fallback": 0, "gated": 0,
                                        **DropCounts().as_dict()}
 
@@ -231,6 +238,7 @@ class ScaleAnchoring:
             if key in self._filters:
                 self._filters[key].reset()
             self._sizes.pop(key, None)
+            self._frame_var.pop(key, None)
 
     def filter(self, camera_id: str = "") -> LogScaleKalman:
         """The Kalman filter of a camera (created on first use)."""
@@ -338,6 +346,7 @@ class ScaleAnchoring:
             changed = bool(np.any(np.abs(params - old) > 0.01 * np.abs(old).clip(min=1.0)))
         if changed and camera_id in self._filters:
             self._filters[camera_id].reset()
+            self._frame_var.pop(camera_id, None)
         self._sizes[camera_id] = ((width, height), k if k is not None else old_k)
 
     def _fit_one(self, anchor: Anchor, pred: "_Prediction", k: np.ndarray, normals,
@@ -386,17 +395,20 @@ class ScaleAnchoring:
         gated = False
         if cfg.temporal:
             # the filter's state is the slowly varying log correction b of the network's metric output; this
-            # frame's correction is b + e (e: the network's per-frame scale noise, std network_frame_log_std)
+            # frame's correction is b + e (e: the network's per-frame scale noise, variance frame_var)
             kf = self.filter(camera_id)
             kf.predict(stamp)
             if not kf.initialised:
                 kf.update(0.0, cfg.network_log_std, kind="prior")  # before any anchor: the network, +- its bias
-            prior_x, prior_var = kf.x, kf.p + cfg.network_frame_log_std**2
+            frame_var = self._frame_var.get(camera_id, cfg.network_frame_log_std**2)
+            prior_x, prior_var = kf.x, kf.p + frame_var
             log_c, var = prior_x, prior_var
             if good:
                 z = math.log(anchor_scale / net)
+                if cfg.adapt_frame_noise:
+                    self._learn_frame_noise(camera_id, z - prior_x, kf.p, frame_var, anchor_std**2)
                 restarts = kf.restarts
-                if not kf.update(z, math.hypot(anchor_std, cfg.network_frame_log_std), kind="anchor"):
+                if not kf.update(z, math.sqrt(anchor_std**2 + frame_var), kind="anchor"):
                     gated = True
                     reasons = [f"anchored scale {anchor_scale:.4g} rejected by the temporal gate (a jump of "
                                f"{z - prior_x:+.3f} in log scale against +-{math.sqrt(prior_var):.3f})"]
@@ -421,6 +433,21 @@ class ScaleAnchoring:
             shift_m=shift if not gated else 0.0, reason="; ".join(reasons), gated=gated, fits=tuple(fits),
             completed_depth=completed)
         return self._finish(decision, drops, t0)
+
+    def _learn_frame_noise(self, camera_id: str, innovation: float, p: float, frame_var: float,
+                           anchor_var: float) -> None:
+        """One step of the per-frame noise estimate: ``E[nu^2] = P + e^2 + r^2``, so the excess ``nu^2 - P - r^2``
+        (``nu`` clipped at 3 sigma of its predicted spread) is averaged with weight 0.1 (signed, so anchors whose
+        noise matches their stated uncertainty add nothing on average), floored at the configured
+        ``network_frame_log_std``."""
+        floor = self.config.network_frame_log_std**2
+        nu2 = min(innovation**2, 9.0 * (p + frame_var + anchor_var))
+        learned = 0.9 * frame_var + 0.1 * (nu2 - p - anchor_var)  # signed: an unbiased average of the excess
+        self._frame_var[camera_id] = max(learned, floor)
+
+    def frame_noise(self, camera_id: str = "") -> float:
+        """The network's per-frame scale noise (std of log) currently assumed for a camera."""
+        return math.sqrt(self._frame_var.get(camera_id, self.config.network_frame_log_std**2))
 
     def _complete(self, anchor: DepthImageAnchor, guide: np.ndarray) -> np.ndarray:
         from moge2_ros.anchors.complete import complete_depth
