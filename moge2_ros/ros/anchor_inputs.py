@@ -11,6 +11,9 @@ anchor/depth       sensor_msgs/Image           registered to the image (32FC1 me
 anchor/range       sensor_msgs/Range           ``anchor_range_extrinsic``, else TF, else same frame
 =================  ==========================  ==========================================================
 
+QoS: the node's ``input_qos`` (``sensor_data`` = best effort, or ``reliable``: needed for clouds of megabytes,
+whose many fragments a best-effort transport rarely delivers whole).
+
 Threads: the subscription callbacks (executor thread) only append the raw message to a bounded buffer;
 :meth:`AnchorInputs.readings` (the inference worker) picks, converts (:mod:`moge2_ros.pipeline.anchor_msgs`, the
 one conversion shared with ``bag-infer``) and transforms.  Staleness is not decided here: the readings keep
@@ -18,7 +21,7 @@ their stamps and :class:`moge2_ros.anchors.ScaleAnchoring` drops those older tha
 
 The transform of a points / range reading (sensor frame -> camera optical frame), in this order:
 
-1. the ``anchor_<source>_extrinsic`` parameter ``[tx, ty, tz, qx, qy, qz, qw]``; with a non-empty
+1. the ``anchor_<source>_extrinsic`` parameter ``[tx, ty, tz, qx, qy, qz, qw]`` (all zero = unset); with a non-empty
    ``anchor_<source>_frame`` the reading's ``frame_id`` must equal it (else dropped as ``wrong_frame``);
 2. identity when the reading's ``frame_id`` equals the image's;
 3. TF (``tf2_ros``, imported only when needed; a lookup at the reading's stamp, then the latest transform),
@@ -36,14 +39,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2, Range
 
 from ..anchors import Anchor, Extrinsic
 from ..errors import InputError
 from ..pipeline import anchor_msgs
+from .params import anchor_extrinsic
 
-__all__ = ["SOURCES", "BUFFER_MESSAGES", "BUFFER_BYTES", "AnchorInputs"]
+__all__ = ["SOURCES", "BUFFER_MESSAGES", "BUFFER_BYTES", "AnchorInputs", "subscription_qos"]
 
 #: Anchor sources: name -> (message type, relative topic).
 SOURCES: dict[str, tuple[Any, str]] = {
@@ -66,6 +70,16 @@ _TF_MISSING = ("tf2_ros is not importable (ROS installed from pip wheels): ancho
                "[tx, ty, tz, qx, qy, qz, qw] to use them")
 
 
+def subscription_qos(input_qos: str) -> QoSProfile:
+    """QoS of the anchor subscriptions, the node's ``input_qos``: ``sensor_data`` (best effort: matches every
+    publisher, but a large cloud sent in many UDP fragments may never arrive whole) or ``reliable`` (matches only
+    reliable publishers, the default of most LiDAR and depth camera drivers; large clouds are resent until
+    complete)."""
+    if input_qos == "sensor_data":
+        return qos_profile_sensor_data
+    return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+
+
 def _data_bytes(msg: Any) -> int:
     """Bytes of a message's payload (``data`` of a cloud or image; 0 for a Range)."""
     data = getattr(msg, "data", None)
@@ -85,6 +99,7 @@ class _Converted:
     anchor: Anchor | None = None
     reason: str = ""
     transient: bool = False
+    generation: int = 0
 
 
 @dataclass
@@ -105,9 +120,10 @@ class AnchorInputs:
 
     Args:
         node: the rclpy node that owns the subscriptions (and a TF listener when one is needed).
-        cfg: the node's parameter values (``anchor_points``, ``anchor_depth``, ``anchor_range`` (bool),
+        cfg: the node's parameter values (``input_qos``: the subscriptions' QoS, see :func:`subscription_qos`;
+            ``anchor_points``, ``anchor_depth``, ``anchor_range`` (bool),
             ``anchor_points_frame``, ``anchor_range_frame`` (str), ``anchor_points_extrinsic``,
-            ``anchor_range_extrinsic`` (list of 7 or 0 floats)); missing keys count as off / empty.
+            ``anchor_range_extrinsic`` (7 floats; all zero or empty = unset)); missing keys count as off / unset.
         namespace: relative namespace of the camera ("" = the node's): topics ``<namespace>/anchor/points`` ...
 
     Raises:
@@ -122,23 +138,36 @@ class AnchorInputs:
         self._tf_listener: Any = None
         self.last_problem = ""
         prefix = namespace.strip("/")
-        self._sources: dict[str, _Source] = {}
-        for name in SOURCES:
-            if not cfg.get(f"anchor_{name}", False):
-                continue
-            source = _Source(name)
-            if name != "depth":
-                param = f"anchor_{name}_extrinsic"
-                source.extrinsic = anchor_msgs.extrinsic_param(list(cfg.get(param, [])), param)
-                source.frame = str(cfg.get(f"anchor_{name}_frame", "") or "")
-            self._sources[name] = source
+        self._generation = 0  # bumped by configure(): cached conversions of older settings are redone
+        self._sources = {name: _Source(name) for name in SOURCES if cfg.get(f"anchor_{name}", False)}
+        self.configure(cfg)
+        qos = subscription_qos(str(cfg.get("input_qos", "sensor_data")))
         for name, source in self._sources.items():
             msg_type, topic = SOURCES[name]
             topic = f"{prefix}/{topic}" if prefix else topic
             source.subscription = node.create_subscription(
-                msg_type, topic, lambda msg, s=source: self._on_message(s, msg), qos_profile_sensor_data)
+                msg_type, topic, lambda msg, s=source: self._on_message(s, msg), qos)
         if any(s.extrinsic is None for n, s in self._sources.items() if n != "depth"):
             self._tf_buffer()  # start listening early: /tf_static must arrive before the first lookup
+
+    def configure(self, cfg: dict[str, Any]) -> None:
+        """Apply the run-time settings of the enabled sources: ``anchor_<source>_extrinsic`` (7 numbers, or all
+        zero / empty = unset: TF or the image's frame) and ``anchor_<source>_frame``.  The subscriptions stay.
+
+        Raises:
+            InputError: a malformed extrinsic (names the parameter); nothing is changed then.
+        """
+        settings = {}
+        for name in self._sources:
+            if name == "depth":
+                continue
+            param = f"anchor_{name}_extrinsic"
+            settings[name] = (anchor_extrinsic(list(cfg.get(param, [])), param),
+                              str(cfg.get(f"anchor_{name}_frame", "") or ""))
+        with self._lock:
+            for name, (extrinsic, frame) in settings.items():
+                self._sources[name].extrinsic, self._sources[name].frame = extrinsic, frame
+            self._generation += 1
 
     # ------------------------------------------------------------------------------------------------ callbacks
     def _on_message(self, source: _Source, msg: Any) -> None:
@@ -171,10 +200,13 @@ class AnchorInputs:
             msg = self._nearest(source, stamp_s)
             if msg is None:
                 continue
+            with self._lock:
+                generation = self._generation
             result = source.last
-            if result is None or result.msg is not msg or result.transient:
+            if result is None or result.msg is not msg or result.transient or result.generation != generation:
                 retry = result is not None and result.msg is msg
                 result = self._convert(source, msg, camera_frame)
+                result.generation = generation
                 source.last = result
                 if result.reason and not retry:
                     self._count(source, result.reason)
@@ -227,12 +259,14 @@ class AnchorInputs:
         """``(extrinsic, "", False)``, or ``(None, reason, transient)`` with reason ``wrong_frame`` or
         ``no_transform``."""
         frame_id = str(msg.header.frame_id)
-        if source.extrinsic is not None:
-            if source.frame and frame_id != source.frame:
+        with self._lock:
+            extrinsic, expected = source.extrinsic, source.frame
+        if extrinsic is not None:
+            if expected and frame_id != expected:
                 self._warn(f"anchor/{source.name}: frame_id '{frame_id}' is not anchor_{source.name}_frame "
-                           f"'{source.frame}': dropped")
+                           f"'{expected}': dropped")
                 return None, "wrong_frame", False
-            return source.extrinsic, "", False
+            return extrinsic, "", False
         if frame_id == camera_frame:
             return Extrinsic(), "", False
         tf = self._tf_buffer()

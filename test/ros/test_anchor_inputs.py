@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from builtin_interfaces.msg import Time  # noqa: E402
+from rclpy.qos import ReliabilityPolicy  # noqa: E402
 from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2, Range  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
@@ -55,6 +56,7 @@ class FakeNode:
     def __init__(self) -> None:
         self.logger = FakeLogger()
         self.subscriptions: dict[str, tuple[Any, Any]] = {}  # topic -> (type, callback)
+        self.qos: dict[str, Any] = {}
         self.destroyed: list[str] = []
 
     def get_logger(self) -> FakeLogger:
@@ -62,6 +64,7 @@ class FakeNode:
 
     def create_subscription(self, msg_type: Any, topic: str, callback: Any, qos: Any) -> str:
         self.subscriptions[topic] = (msg_type, callback)
+        self.qos[topic] = qos
         return topic
 
     def destroy_subscription(self, handle: str) -> None:
@@ -112,8 +115,11 @@ def test_subscriptions_follow_the_enabled_sources_and_namespace() -> None:
     assert {t: s[0] for t, s in node.subscriptions.items()} == {"front/anchor/points": PointCloud2,
                                                                "front/anchor/range": Range}
     assert inputs.enabled == ("points", "range")
+    assert all(q.reliability == ReliabilityPolicy.BEST_EFFORT for q in node.qos.values())  # input_qos default
     inputs.close()
     assert sorted(node.destroyed) == ["front/anchor/points", "front/anchor/range"]
+    _, reliable = make({"anchor_depth": True, "input_qos": "reliable"})
+    assert reliable.qos["anchor/depth"].reliability == ReliabilityPolicy.RELIABLE
     none, node = make({})
     assert node.subscriptions == {} and none.readings(1.0, CAMERA) == [] and none.counts() == {
         "bad": 0, "wrong_frame": 0, "no_transform": 0}
@@ -274,3 +280,22 @@ def test_real_node_subscriptions(tmp_path: Any) -> None:
             node.destroy_node()
         finally:
             rclpy.try_shutdown(context=context)
+
+
+def test_all_zero_extrinsic_is_unset_and_configure_applies_at_run_time(no_tf: None) -> None:
+    inputs, node = make({"anchor_points": True, "anchor_points_extrinsic": [0.0] * 7})  # the parameter's default
+    assert any("is not importable" in w for w in node.logger.warnings)
+    inputs.push("points", cloud(random_points(), 3.0, frame="lidar"))
+    assert inputs.readings(3.0, CAMERA) == []
+    assert inputs.counts()["wrong_frame"] == 1
+    # setting the extrinsic at run time: the same buffered cloud is converted again, now with it
+    inputs.configure({"anchor_points_extrinsic": LIDAR_EXTRINSIC, "anchor_points_frame": "lidar"})
+    (anchor,) = inputs.readings(3.0, CAMERA)
+    np.testing.assert_allclose(anchor.extrinsic.matrix()[1], LIDAR_EXTRINSIC[:3])
+    # a bad value is refused by name and changes nothing
+    with pytest.raises(InputError, match="anchor_points_extrinsic"):
+        inputs.configure({"anchor_points_extrinsic": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5]})
+    (again,) = inputs.readings(3.0, CAMERA)
+    assert again is anchor  # cached: converted once per message and settings
+    assert inputs.counts() == {"points_received": 1, "points_used": 2, "bad": 0, "wrong_frame": 1,
+                               "no_transform": 0}
