@@ -93,13 +93,14 @@ def _data_bytes(msg: Any) -> int:
 class _Converted:
     """The outcome of one message, cached so that a reading reused by several images is converted and counted
     once: the anchor, or the reason it was dropped (``transient`` = retried by the next image, e.g. a TF lookup
-    before the transform arrived)."""
+    before the transform arrived).  Redone when the settings (``generation``) or the image's frame change."""
 
     msg: Any
     anchor: Anchor | None = None
     reason: str = ""
     transient: bool = False
     generation: int = 0
+    camera_frame: str = ""
 
 
 @dataclass
@@ -203,12 +204,13 @@ class AnchorInputs:
             with self._lock:
                 generation = self._generation
             result = source.last
-            if result is None or result.msg is not msg or result.transient or result.generation != generation:
-                retry = result is not None and result.msg is msg
+            if result is None or result.msg is not msg or result.transient or \
+                    (result.generation, result.camera_frame) != (generation, camera_frame):
+                previous = result.reason if result is not None and result.msg is msg else None
                 result = self._convert(source, msg, camera_frame)
-                result.generation = generation
+                result.generation, result.camera_frame = generation, camera_frame
                 source.last = result
-                if result.reason and not retry:
+                if result.reason and result.reason != previous:  # a retry failing alike is not counted again
                     self._count(source, result.reason)
             if result.anchor is not None:
                 with self._lock:

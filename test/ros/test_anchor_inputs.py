@@ -299,3 +299,11 @@ def test_all_zero_extrinsic_is_unset_and_configure_applies_at_run_time(no_tf: No
     assert again is anchor  # cached: converted once per message and settings
     assert inputs.counts() == {"points_received": 1, "points_used": 2, "bad": 0, "wrong_frame": 1,
                                "no_transform": 0}
+
+
+def test_cached_conversion_follows_the_image_frame(no_tf: None) -> None:
+    inputs, _ = make({"anchor_points": True})
+    inputs.push("points", cloud(random_points(), 4.0, frame=CAMERA))
+    assert len(inputs.readings(4.0, CAMERA)) == 1
+    assert inputs.readings(4.0, "other_camera_optical_frame") == []  # not the image's frame any more
+    assert inputs.counts()["wrong_frame"] == 1
