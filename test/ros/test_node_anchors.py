@@ -1,18 +1,19 @@
-"""Metric anchors over real processes (issue 14): ``moge2_node`` with ``anchor/points`` and ``anchor/range``
-subscriptions, this test as its camera, LiDAR and rangefinder.
+"""Metric anchors over real processes (issue 14): ``moge2_node`` with ``anchor/points``, ``anchor/range`` and
+``anchor/depth`` subscriptions, this test as its camera, LiDAR, rangefinder and depth camera.
 
 The true scale is known by construction: a first frame without anchors gives the network's own points ``P``
-(optical frame) and scale ``s``; a LiDAR cloud of ``1.7 P`` is then published in a ``lidar`` frame (x forward,
-y left, z up, 10 cm above the camera) through ``anchor_points_extrinsic``, and a Range reading of the closest
-surface of ``1.3 P`` in a narrow cone of a ``sonar`` frame (5 cm below the camera) through
-``anchor_range_extrinsic``.  The node must publish the anchored scale (1.7 s, 1.3 s) and points, and name the
-source.  Malformed anchors (NaN cloud, empty cloud, wrong frame_id, a stamp 5 s off, 2 million random points, a bad
-quaternion at run time and at start-up) must leave the node publishing with the network's scale and be counted
-in /diagnostics.
+(optical frame) and scale ``s``; then a LiDAR cloud of ``1.7 P`` in a ``lidar`` frame (x forward, y left, z up,
+10 cm above the camera) through ``anchor_points_extrinsic``, a Range reading of the closest surface of ``1.3 P``
+in a narrow cone of a ``sonar`` frame (5 cm below the camera) through ``anchor_range_extrinsic``, and a
+registered 16UC1 depth image of ``1.5 P`` at half resolution with holes.  The node must publish the anchored
+scale (1.7 s, 1.3 s, 1.5 s) and points, and name the source.  Malformed anchors (NaN cloud, empty cloud, wrong
+frame_id, a stamp 5 s off, truncated data, 2 million random points, a bad quaternion at run time and at
+start-up) must leave the node publishing with the network's scale and be counted in /diagnostics.
 
-One node process serves the module (the demo model, 64x48 frames, 108 tokens); the anchoring filter is reset
-between the parts by switching ``anchor_mode`` off and on (run-time parameter), so the parts do not depend on
-each other's scale.  A second, short-lived process checks the start-up refusal of a bad quaternion.
+One node process serves the module (the demo model, 64x48 frames, 108 tokens, ``input_qos`` reliable: a
+best-effort subscription rarely receives a 32 MB cloud whole); the anchoring filter is reset between the parts
+by switching ``anchor_mode`` off and on (run-time parameter), so the parts do not depend on each other's scale.
+A second, short-lived process checks the start-up refusal of a bad quaternion.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from sensor_msgs.msg import PointCloud2, Range  # noqa: E402
+from sensor_msgs.msg import Image, PointCloud2, Range  # noqa: E402
 
 from moge2_ros.anchors import Extrinsic  # noqa: E402
 from moge2_ros.data.example import render_example_scene  # noqa: E402
-from moge2_ros.ros.conversions import points_to_cloud  # noqa: E402
+from moge2_ros.ros.conversions import depth_to_image, points_to_cloud  # noqa: E402
 from ros_helpers import (  # noqa: E402
     MESSAGE_TIMEOUT_S,
     NodeProcess,
@@ -60,7 +61,7 @@ BODY_TO_OPTICAL = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]
 LIDAR = Extrinsic.from_matrix(BODY_TO_OPTICAL, (0.0, -0.10, 0.0))  # 10 cm above the camera (y down)
 SONAR = Extrinsic.from_matrix(BODY_TO_OPTICAL, (0.0, 0.05, 0.0))  # 5 cm below
 SONAR_FOV = 0.25  # radians, full cone angle
-LIDAR_SCALE, RANGE_SCALE = 1.7, 1.3
+LIDAR_SCALE, RANGE_SCALE, DEPTH_SCALE = 1.7, 1.3, 1.5
 #: the anchored scale must match the true one within (the fit is exact on this data up to pixel rounding)
 SCALE_RTOL = 0.03
 DIAGNOSTICS_PERIOD = 0.2
@@ -84,7 +85,7 @@ def node(client: RosClient, env: dict[str, str], workdir: Path, tiny_model_path:
     running = start_node(
         client, env, workdir, tiny_model_path, NAMESPACE, outputs=OUTPUTS, frame_id=FRAME_ID,
         precision="fp32", num_tokens=TOKENS, intrinsics_source="camera_info", diagnostics_period=DIAGNOSTICS_PERIOD,
-        input_qos="reliable", anchor_mode="scale", anchor_points=True, anchor_range=True,
+        input_qos="reliable", anchor_mode="scale", anchor_points=True, anchor_range=True, anchor_depth=True,
         anchor_points_frame="lidar", anchor_points_extrinsic=as_param(LIDAR),
         anchor_range_frame="sonar", anchor_range_extrinsic=as_param(SONAR), anchor_max_age=0.1)
     try:
@@ -96,7 +97,8 @@ def node(client: RosClient, env: dict[str, str], workdir: Path, tiny_model_path:
 @pytest.fixture(scope="module")
 def anchor_pubs(node: RunningNode) -> dict[str, Any]:
     pubs = {"points": node.client.publisher(PointCloud2, f"{NAMESPACE}/anchor/points"),
-            "range": node.client.publisher(Range, f"{NAMESPACE}/anchor/range")}
+            "range": node.client.publisher(Range, f"{NAMESPACE}/anchor/range"),
+            "depth": node.client.publisher(Image, f"{NAMESPACE}/anchor/depth")}
     for pub in pubs.values():
         node.client.wait_for_subscribers(pub, process=node.process)
     return pubs
@@ -115,8 +117,9 @@ def network(node: RunningNode, anchor_pubs: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ helpers
 def reset_filter(node: RunningNode, **params: Any) -> None:
-    """A fresh anchoring filter (mode off, then scale) with ``params`` set."""
+    """A fresh anchoring filter (mode off, then scale), the start-up extrinsics, and ``params`` set."""
     node.client.set_ok(node.fqn, anchor_mode="off")
+    params = {"anchor_points_extrinsic": as_param(LIDAR), "anchor_range_extrinsic": as_param(SONAR), **params}
     node.client.set_ok(node.fqn, anchor_mode="scale", **params)
 
 
@@ -178,9 +181,11 @@ def deliver(node: RunningNode, pub: Any, msg: Any, key: str, resend_s: float = 3
                 raise
 
 
-def lidar_cloud(points_cam: np.ndarray, stamp: Any, frame: str = "lidar") -> PointCloud2:
-    """``points_cam`` (N, 3), camera optical frame, as an unorganized cloud in the lidar frame."""
-    r, t = LIDAR.matrix()
+def lidar_cloud(points_cam: np.ndarray, stamp: Any, frame: str = "lidar", extrinsic: Extrinsic = LIDAR) \
+        -> PointCloud2:
+    """``points_cam`` (N, 3), camera optical frame, as a 1 x N cloud in the lidar frame (``extrinsic``: lidar ->
+    camera)."""
+    r, t = extrinsic.matrix()
     in_lidar = (np.asarray(points_cam, dtype=np.float64) - t) @ r  # R^T (p - t), row vectors
     return points_to_cloud(header(stamp, frame), in_lidar.astype(np.float32).reshape(1, -1, 3), organized=True)
 
@@ -236,6 +241,19 @@ def test_range_reading_sets_the_scale(node: RunningNode, anchor_pubs: dict[str, 
 
     assert geometry.scale_source == "range"
     assert geometry.metric_scale / geometry.network_scale == pytest.approx(RANGE_SCALE, rel=SCALE_RTOL)
+
+
+def test_registered_depth_image_at_half_resolution_sets_the_scale(node: RunningNode, anchor_pubs: dict[str, Any],
+                                                                  network: dict[str, Any]) -> None:
+    reset_filter(node)
+    stamp = node.client.now()
+    z = DEPTH_SCALE * network["points"][::2, ::2, 2]  # a 32x24 depth camera registered to the image, with holes
+    z[np.arange(z.shape[0]) % 3 == 0] = np.nan
+    deliver(node, anchor_pubs["depth"], depth_to_image(header(stamp, FRAME_ID), z.astype(np.float32), "16UC1"),
+            "anchor_depth_received")
+    geometry, _ = frame_at(node, stamp)
+    assert geometry.scale_source == "depth"
+    assert geometry.metric_scale / geometry.network_scale == pytest.approx(DEPTH_SCALE, rel=SCALE_RTOL)
 
 
 def test_malformed_anchors_are_counted_and_the_network_scale_kept(node: RunningNode, anchor_pubs: dict[str, Any],
