@@ -259,41 +259,52 @@ def test_registered_depth_image_at_half_resolution_sets_the_scale(node: RunningN
 def test_malformed_anchors_are_counted_and_the_network_scale_kept(node: RunningNode, anchor_pubs: dict[str, Any],
                                                                   network: dict[str, Any]) -> None:
     reset_filter(node)
-    start = settled(node)
     truth = LIDAR_SCALE * valid_points(network["points"])
     rng = np.random.default_rng(0)
     big = np.column_stack([rng.uniform(0.5, 30.0, 2_000_000), rng.uniform(-10, 10, 2_000_000),
                            rng.uniform(-5, 5, 2_000_000)])  # 2 million points that fit nothing, camera frame
-    cases: list[tuple[str, Callable[[Any], Any]]] = [
-        ("nan", lambda s: lidar_cloud(np.full((500, 3), np.nan), s)),
-        ("empty", lambda s: empty_cloud(s)),
-        ("wrong frame", lambda s: lidar_cloud(truth, s, frame="radar")),
-        ("stale", lambda s: lidar_cloud(truth, stamp_plus(s, -5.0))),  # a good cloud, 5 s older than the image
-        ("truncated data", lambda s: truncated_cloud(lidar_cloud(truth, s))),
-        ("2 million points", lambda s: lidar_cloud(big, s)),
+    # (name, source, message of the stamp, image stamp offset s, counter -> increase: exact for anchor_bad,
+    # anchor_wrong_frame and anchored, at least for anchors_rejected); a frame uses
+    # per source the reading nearest its stamp: the case's own (older leftovers of the points buffer are stale
+    # and add to anchors_rejected in the range case)
+    cases: list[tuple[str, str, Callable[[Any], Any], float, dict[str, int]]] = [
+        ("range limits", "range", lambda s: Range(header=header(s, "sonar"), field_of_view=SONAR_FOV, min_range=5.0,
+                                                  max_range=1.0, range=2.0), 0.0, {"anchor_bad": 1}),
+        ("nan", "points", lambda s: lidar_cloud(np.full((500, 3), np.nan), s), 0.0, {"anchors_rejected": 500}),
+        ("empty", "points", empty_cloud, 0.0, {"anchors_rejected": 1}),
+        ("wrong frame", "points", lambda s: lidar_cloud(truth, s, frame="radar"), 0.0, {"anchor_wrong_frame": 1}),
+        ("truncated data", "points", lambda s: truncated_cloud(lidar_cloud(truth, s)), 0.0, {"anchor_bad": 1}),
+        ("2 million points", "points", lambda s: lidar_cloud(big, s), 0.0, {}),
+        # a good cloud, the image 5 s later (last: the next frames' stamps go back in time, which must not hurt)
+        ("stale", "points", lambda s: lidar_cloud(truth, s), 5.0, {"anchors_rejected": 1}),
     ]
-    timings, counts = {}, {}
-    for name, make in cases:
+    exact = ("anchor_bad", "anchor_wrong_frame", "anchored")
+    timings, samples = {}, {}
+    before = settled(node, margin_s=0.2)
+    for name, source, make, offset, grows in cases:
         stamp = node.client.now()
-        deliver(node, anchor_pubs["points"], make(stamp), "anchor_points_received")
+        deliver(node, anchor_pubs[source], make(stamp), f"anchor_{source}_received")
         t0 = time.monotonic()
-        geometry, _ = frame_at(node, stamp)
+        geometry, _ = frame_at(node, stamp_plus(stamp, offset))
         timings[name] = round(time.monotonic() - t0, 3)
-        counts[name] = geometry.anchor_count
+        samples[name] = geometry.anchor_count
         assert geometry.scale_source == "network", name
         assert geometry.metric_scale == pytest.approx(geometry.network_scale, rel=1e-6), name
         assert geometry.network_scale == pytest.approx(network["scale"], rel=1e-5), name
+        frames = counter(before, "anchored") + counter(before, "anchor_fallback")
+        after = diagnostics(node, lambda v: counter(v, "anchored") + counter(v, "anchor_fallback") > frames,
+                            f"the frame of case {name!r} in /diagnostics")
+        growth = {key: counter(after, key) - counter(before, key)
+                  for key in ("anchor_bad", "anchor_wrong_frame", "anchors_rejected", "anchored", "anchor_fallback")}
+        before = after
+        assert growth["anchor_fallback"] >= 1 and growth["anchored"] == 0, (name, growth)  # >1: image resent
+        for key in exact:
+            assert growth[key] == grows.get(key, 0), (name, growth)
+        assert growth["anchors_rejected"] >= grows.get("anchors_rejected", 0), (name, growth)
     # only the big cloud reached the fit (and was refused: random points); the others left no usable sample
-    assert counts.pop("2 million points") >= 100 and set(counts.values()) == {0}, counts
+    assert samples.pop("2 million points") >= 100 and set(samples.values()) == {0}, samples
     assert node.process.alive()
-    end = diagnostics(node, lambda v: counter(v, "anchor_fallback") - counter(start, "anchor_fallback") >= len(cases),
-                      "the fallbacks in /diagnostics")
-    assert counter(end, "anchored") == counter(start, "anchored")
-    assert counter(end, "anchor_wrong_frame") - counter(start, "anchor_wrong_frame") == 1
-    assert counter(end, "anchor_bad") - counter(start, "anchor_bad") == 1  # the truncated cloud
-    # NaN points, the empty cloud, the stale cloud: dropped by the anchoring (samples or readings)
-    assert counter(end, "anchors_rejected") - counter(start, "anchors_rejected") >= 500 + 1 + 1
-    print(f"frame round trips with malformed anchors (s): {timings}; anchor samples: {counts}")
+    print(f"frame round trips with malformed anchors (s): {timings}")
 
 
 def truncated_cloud(msg: PointCloud2) -> PointCloud2:
