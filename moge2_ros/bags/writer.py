@@ -36,6 +36,8 @@ __all__ = [
     "geometry_msg",
     "header_msg",
     "image_msg",
+    "range_msg",
+    "tf_message",
 ]
 
 #: Storage plugins :class:`BagWriter` can write.
@@ -115,6 +117,31 @@ def geometry_msg(header: Any, fields: GeometryFields) -> Any:
         anchor_count=int(fields.anchor_count), anchor_inliers=int(fields.anchor_inliers),
         anchor_residual_m=float(fields.anchor_residual_m),
     )
+
+
+def range_msg(header: Any, range_m: float, min_range: float, max_range: float, field_of_view: float,
+              radiation_type: int = 1) -> Any:
+    """``sensor_msgs/Range`` (REP 117: ``range_m`` may be +inf / -inf); ``field_of_view`` in radians,
+    ``radiation_type`` 0 ultrasound, 1 infrared."""
+    return _types()["sensor_msgs/msg/Range"](
+        header=header, radiation_type=int(radiation_type), field_of_view=float(field_of_view),
+        min_range=float(min_range), max_range=float(max_range), range=float(range_m), variance=0.0,
+    )
+
+
+def tf_message(transforms: list[tuple[int, str, str, tuple[float, ...]]]) -> Any:
+    """``tf2_msgs/TFMessage`` of ``(stamp_ns, parent, child, (tx, ty, tz, qx, qy, qz, qw))`` entries: each maps
+    points of ``child`` into ``parent`` (metres; quaternion x y z w, ROS order)."""
+    types = _types()
+    items = []
+    for stamp_ns, parent, child, values in transforms:
+        tx, ty, tz, qx, qy, qz, qw = (float(v) for v in values)
+        transform = types["geometry_msgs/msg/Transform"](
+            translation=types["geometry_msgs/msg/Vector3"](x=tx, y=ty, z=tz),
+            rotation=types["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
+        items.append(types["geometry_msgs/msg/TransformStamped"](header=header_msg(stamp_ns, parent),
+                                                                 child_frame_id=str(child), transform=transform))
+    return types["tf2_msgs/msg/TFMessage"](transforms=items)
 
 
 # ------------------------------------------------------------------------------------------------ staging

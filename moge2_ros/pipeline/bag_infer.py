@@ -21,6 +21,14 @@ Atomic and resumable output:
 * ``resume=True`` continues an interrupted run from its last finished chunk (the chunk in progress at the
   interruption is redone); the input and the options must be those of the interrupted run.
 
+Metric anchors (issue 14): ``anchor_topics`` name the recording's metric sensor topics (PointCloud2, registered
+depth Image, Range; :mod:`moge2_ros.pipeline.bag_anchors`), and/or ``camera_height`` a known height above a flat
+floor; each image gets the readings nearest its stamp (within ``anchor_max_age``) and the node's anchoring sets the
+published metric scale (``geometry``'s ``scale_source``, ``network_scale``, ``metric_scale``, ...).  The
+sensor -> camera transforms come from ``anchor_extrinsics`` or the bag's ``/tf_static`` / ``/tf``.  With the
+temporal filter on, a resumed run starts the filter afresh at the resume point (the frames before it are not
+re-run), so its first frames may differ slightly from an uninterrupted run's.
+
 A corrupt or truncated input raises one :class:`~moge2_ros.bags.BagError`; ``OUT`` is not created.
 """
 
@@ -29,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +45,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from moge2_ros.bags import BagError
+from moge2_ros.anchors import MODES, AnchorConfig, FitOptions
+from moge2_ros.bags import NS_PER_S, BagError
 from moge2_ros.bags.sync import CameraInfoTrack, default_camera_info_topic
 from moge2_ros.bags.reader import BagReader, RawMessage, open_bag
 from moge2_ros.bags.typestore import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, get_typestore
@@ -54,11 +64,13 @@ from moge2_ros.bags.writer import (
 from moge2_ros.errors import InputError
 from moge2_ros.inference.factory import PredictorOptions
 from moge2_ros.io.msg_codec import distortion_note
+from moge2_ros.pipeline.bag_anchors import BagAnchors
 from moge2_ros.pipeline.frame import FrameConfig, FramePipeline, decode_rgb
 
 __all__ = ["BagInferOptions", "BagInferReport", "output_topics", "run_bag_infer"]
 
 PROGRESS_FILE: Final[str] = "progress.json"
+_NUMBER: Final[re.Pattern[str]] = re.compile(r"[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?")
 _FORMAT: Final[int] = 1  # version of the progress file layout
 
 
@@ -83,6 +95,17 @@ class BagInferOptions:
         copy_input_topics: copy every input message into the output bag.
         storage: output storage plugin (None = the input's).
         chunk_frames: frames per resumable chunk.
+        anchor_topics: metric anchor topics of the input (absolute names; kind from the type: PointCloud2 ->
+            points, 32FC1 / 16UC1 Image -> registered depth, Range -> range).
+        anchor_extrinsics: topic -> ``[tx, ty, tz, qx, qy, qz, qw]`` sensor -> camera optical frame (metres,
+            quaternion x y z w); topics not listed take their transform from the bag's ``/tf_static`` and ``/tf``.
+        anchor_mode: ``scale``, ``scale_shift`` or ``complete`` (:data:`moge2_ros.anchors.MODES`).
+        anchor_max_age: largest |reading stamp - image stamp| in seconds.
+        anchor_temporal: the per-camera Kalman filter of the scale (False: every frame on its own).
+        anchor_inlier_threshold: relative depth error below which an anchor sample is an inlier of the fit (and the
+            robust fit's truncation), as the node's parameter of that name.
+        camera_height: the camera's height above a flat floor in metres (a ground anchor), 0 = off.
+        camera_up: the up direction in the camera optical frame (with ``camera_height``).
     """
 
     predictor: PredictorOptions
@@ -101,15 +124,37 @@ class BagInferOptions:
     copy_input_topics: bool = False
     storage: str | None = None
     chunk_frames: int = 50
+    anchor_topics: tuple[str, ...] = ()
+    anchor_extrinsics: dict[str, list[float]] = field(default_factory=dict)
+    anchor_mode: str = "scale"
+    anchor_max_age: float = 0.1
+    anchor_temporal: bool = True
+    anchor_inlier_threshold: float = 0.15
+    camera_height: float = 0.0
+    camera_up: tuple[float, float, float] = (0.0, -1.0, 0.0)
+
+    @property
+    def anchoring(self) -> bool:
+        """Whether the metric scale is anchored (anchor topics or a camera height given)."""
+        return bool(self.anchor_topics) or self.camera_height > 0
 
     def frame_config(self) -> FrameConfig:
         """The node's frame settings that give the same content: 32FC1 NaN depth, the cloud options here, and the
-        CameraInfo's camera when one is given with a frame, rectified as ``rectify`` / ``output_grid`` say (raises
-        InputError for a bad ``cloud_stride`` or ``output_grid``)."""
+        CameraInfo's camera when one is given with a frame, rectified as ``rectify`` / ``output_grid`` say, and the
+        anchoring when :attr:`anchoring` (raises InputError for a bad ``cloud_stride``, ``output_grid``, anchor
+        mode, max age, camera height or up direction)."""
+        anchors = None
+        if self.anchoring:
+            threshold = float(self.anchor_inlier_threshold)
+            anchors = AnchorConfig(mode=self.anchor_mode, max_age_s=self.anchor_max_age,
+                                   temporal=self.anchor_temporal,
+                                   fit=FitOptions(trunc=threshold, inlier_threshold=threshold))
         return FrameConfig(intrinsics_source="camera_info", depth_encoding="32FC1", invalid_depth="nan",
                            cloud_organized=self.cloud_organized, cloud_stride=self.cloud_stride,
                            cloud_rgb=self.cloud_rgb, cloud_normals=False, rectify=self.rectify,
-                           output_grid=self.output_grid)
+                           output_grid=self.output_grid, anchors=anchors,
+                           camera_height_m=float(self.camera_height) if anchors is not None else 0.0,
+                           camera_up=tuple(float(c) for c in self.camera_up))  # type: ignore[arg-type]
 
     def outputs(self) -> frozenset[str]:
         """The :data:`~moge2_ros.pipeline.frame.OUTPUTS` a frame writes."""
@@ -127,6 +172,11 @@ class BagInferReport:
     inference_s: float = 0.0  # model time of this run's frames
     wall_s: float = 0.0  # whole run
     topics: dict[str, int] = field(default_factory=dict)  # output topic -> message count
+    anchored_frames: int = 0  # frames whose scale an anchor set (this run and the earlier ones when resumed)
+    fallback_frames: int = 0  # frames that kept the network's (or the filter's) scale although anchoring was on
+    fallback_reasons: dict[str, int] = field(default_factory=dict)  # why (numbers as #), over this run's frames
+    anchor_readings: dict[str, dict[str, int]] = field(default_factory=dict)  # topic -> used / no_reading / bad / ...
+    anchor_drops: dict[str, int] = field(default_factory=dict)  # dropped anchor data by reason, this run's frames
 
     @property
     def inference_fps(self) -> float:
@@ -159,6 +209,13 @@ def _check_options(options: BagInferOptions) -> None:
         raise InputError(f"max_frames: expected an integer >= 1, found {options.max_frames}")
     if options.chunk_frames < 1:
         raise InputError(f"chunk_frames: expected an integer >= 1, found {options.chunk_frames}")
+    if options.anchor_mode not in MODES:
+        raise InputError(f"anchor_mode: expected one of {', '.join(MODES)}, found {options.anchor_mode!r}")
+    if not (options.anchor_max_age > 0 and math.isfinite(options.anchor_max_age)):
+        raise InputError(f"anchor_max_age: expected a finite number of seconds > 0, found {options.anchor_max_age}")
+    if not (0 < options.anchor_inlier_threshold < 1):
+        raise InputError(f"anchor_inlier_threshold: expected a relative error in (0, 1), found "
+                         f"{options.anchor_inlier_threshold}")
     options.frame_config()
     if options.storage is not None and options.storage not in STORAGES:
         raise InputError(f"storage: expected one of {', '.join(STORAGES)}, found {options.storage!r}")
@@ -276,51 +333,91 @@ def run_bag_infer(
 
     with open_bag(in_bag) as bag:
         image_topic, info_topic = _resolve_topics(bag, options)
-        storage = options.storage or bag.storage
-        topics = output_topics(options.output_namespace)
-        if not options.points:
-            topics.pop("points")
-        if options.copy_input_topics:
-            clash = sorted(set(topics.values()) & set(bag.topics))
-            if clash:
-                raise BagError(f"{in_bag}: output topics {', '.join(clash)} exist in the input; choose another "
-                               "--output-namespace")
-        settings = {**asdict(options), "image_topic": image_topic, "camera_info_topic": info_topic, "storage": storage}
-        settings = json.loads(json.dumps(settings))  # as progress.json holds it (tuples -> lists)
-        fingerprint = {"format": _FORMAT, "input": str(in_bag.resolve()), "files": _input_fingerprint(in_bag),
-                       "options": settings}
-        chunks_dir = partial / "chunks"
-        state = _start_state(partial, fingerprint, resume and not overwrite, say)
-        frames = _Frames(bag, image_topic, info_topic, options)
-        if frames.total == 0:
-            raise BagError(f"{in_bag}: no image messages on {image_topic}")
-        if info_topic is None and options.use_camera_info:
-            say(f"bag-infer: no camera_info next to {image_topic}: estimating the intrinsics")
-        report.resumed_frames = state["frames_done"]
-        if predictor is None:
-            from moge2_ros.inference.factory import load_predictor
-
-            predictor = load_predictor(options.predictor, say=say)
-        pipeline = FramePipeline(predictor, options.frame_config())
-        bar = tqdm(total=frames.total, initial=state["frames_done"], unit="frame", disable=not progress,
-                   desc=f"bag-infer {in_bag.name}", dynamic_ncols=True)
+        anchors = _open_anchors(in_bag, bag, image_topic, options)  # checked before anything is written
         try:
-            _process(bag, frames, state, chunks_dir, partial, storage, topics, options, pipeline, report, bar, say)
-        except BagError as exc:
-            raise BagError(f"{exc}; {out_bag} was not written (the {state['frames_done']} frames finished so far are "
-                           f"kept in {partial})") from exc
+            counts = _run(bag, in_bag, out_bag, partial, image_topic, info_topic, options, resume, overwrite, progress,
+                          predictor, say, report, anchors)
         finally:
-            bar.close()
-        counts = _merge(chunks_dir, state["chunks"], out_bag, storage)
+            if anchors is not None:
+                report.anchor_readings = anchors.counts
+                anchors.close()
 
     if out_bag.exists():  # overwrite: only now that the new bag is complete
         shutil.rmtree(out_bag) if out_bag.is_dir() else out_bag.unlink()
     publish_staged(out_bag)
-    report.frames = state["frames_done"]
-    report.bad_frames = state["bad_frames"]
     report.topics = counts
     report.wall_s = time.perf_counter() - started
     return report
+
+
+def _run(bag: BagReader, in_bag: Path, out_bag: Path, partial: Path, image_topic: str, info_topic: str | None,
+         options: BagInferOptions, resume: bool, overwrite: bool, progress: bool, predictor: Any,
+         say: Callable[[str], None], report: BagInferReport, anchors: BagAnchors | None) -> dict[str, int]:
+    """The run proper (see :func:`run_bag_infer`): progress state, frames, chunks, merge; returns the output
+    topics' message counts."""
+    from tqdm import tqdm
+
+    storage = options.storage or bag.storage
+    topics = output_topics(options.output_namespace)
+    if not options.points:
+        topics.pop("points")
+    if options.copy_input_topics:
+        clash = sorted(set(topics.values()) & set(bag.topics))
+        if clash:
+            raise BagError(f"{in_bag}: output topics {', '.join(clash)} exist in the input; choose another "
+                           "--output-namespace")
+    settings = {**asdict(options), "image_topic": image_topic, "camera_info_topic": info_topic, "storage": storage}
+    settings = json.loads(json.dumps(settings))  # as progress.json holds it (tuples -> lists)
+    fingerprint = {"format": _FORMAT, "input": str(in_bag.resolve()), "files": _input_fingerprint(in_bag),
+                   "options": settings}
+    chunks_dir = partial / "chunks"
+    state = _start_state(partial, fingerprint, resume and not overwrite, say)
+    frames = _Frames(bag, image_topic, info_topic, options)
+    if frames.total == 0:
+        raise BagError(f"{in_bag}: no image messages on {image_topic}")
+    if info_topic is None and options.use_camera_info:
+        say(f"bag-infer: no camera_info next to {image_topic}: estimating the intrinsics")
+    report.resumed_frames = state["frames_done"]
+    if predictor is None:
+        from moge2_ros.inference.factory import load_predictor
+
+        predictor = load_predictor(options.predictor, say=say)
+    pipeline = FramePipeline(predictor, options.frame_config())
+    bar = tqdm(total=frames.total, initial=state["frames_done"], unit="frame", disable=not progress,
+               desc=f"bag-infer {in_bag.name}", dynamic_ncols=True)
+    try:
+        _process(bag, frames, state, chunks_dir, partial, storage, topics, options, pipeline, report, bar, say,
+                 anchors)
+    except BagError as exc:
+        raise BagError(f"{exc}; {out_bag} was not written (the {state['frames_done']} frames finished so far are "
+                       f"kept in {partial})") from exc
+    finally:
+        bar.close()
+    report.frames = state["frames_done"]
+    report.bad_frames = state["bad_frames"]
+    report.anchored_frames = state.get("anchored_frames", 0)
+    report.fallback_frames = state.get("fallback_frames", 0)
+    return _merge(chunks_dir, state["chunks"], out_bag, storage)
+
+
+def _open_anchors(in_bag: Path, bag: BagReader, image_topic: str, options: BagInferOptions) -> BagAnchors | None:
+    """The anchor readings of the input (None without anchor topics), checked before the first frame: topic
+    types, extrinsics and a transform chain from each sensor's frame to the image's frame.
+
+    Raises:
+        BagError: a malformed, missing or wrongly typed anchor topic, or no transform chain; InputError: a bad
+            extrinsic.
+    """
+    if not options.anchor_topics:
+        return None
+    anchors = BagAnchors(in_bag, bag, options.anchor_topics, options.anchor_extrinsics, options.anchor_max_age)
+    try:
+        first = next(bag.messages([image_topic]))
+        anchors.check_transforms(bag, str(first.msg.header.frame_id))
+    except BaseException:
+        anchors.close()
+        raise
+    return anchors
 
 
 def _start_state(partial: Path, fingerprint: dict[str, Any], resume: bool, say: Callable[[str], None]) -> dict[str, Any]:
@@ -348,7 +445,8 @@ def _start_state(partial: Path, fingerprint: dict[str, Any], resume: bool, say: 
         say(f"bag-infer: nothing to resume at {partial}: starting from the first frame")
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "chunks").mkdir(parents=True)
-    state = {"fingerprint": fingerprint, "chunks": [], "frames_done": 0, "bad_frames": 0}
+    state = {"fingerprint": fingerprint, "chunks": [], "frames_done": 0, "bad_frames": 0, "anchored_frames": 0,
+             "fallback_frames": 0}
     _write_json_atomic(progress_path, state)
     return state
 
@@ -359,7 +457,7 @@ def _list_dirs(path: Path) -> list[str]:
 
 def _process(bag: BagReader, frames: _Frames, state: dict[str, Any], chunks_dir: Path, partial: Path, storage: str,
              topics: dict[str, str], options: BagInferOptions, pipeline: FramePipeline, report: BagInferReport,
-             bar: Any, say: Callable[[str], None]) -> None:
+             bar: Any, say: Callable[[str], None], anchors: BagAnchors | None = None) -> None:
     """Read the input once; write chunk after chunk (each closed and recorded in progress.json when full).
 
     Chunk c holds frames ``[c * chunk_frames, (c + 1) * chunk_frames)`` and, when copying, the input messages read
@@ -371,6 +469,7 @@ def _process(bag: BagReader, frames: _Frames, state: dict[str, Any], chunks_dir:
     chunk_index = len(state["chunks"])
     writer: BagWriter | None = None
     chunk_frames = chunk_bad = 0
+    chunk_scale = {"anchored_frames": 0, "fallback_frames": 0}
     seen = 0  # selected frames met so far in the stream
     warned_info: set[str] = set()
 
@@ -385,6 +484,9 @@ def _process(bag: BagReader, frames: _Frames, state: dict[str, Any], chunks_dir:
         state["chunks"].append(chunk.path.name)
         state["frames_done"] += chunk_frames
         state["bad_frames"] += chunk_bad
+        for key, value in chunk_scale.items():
+            state[key] = state.get(key, 0) + value
+            chunk_scale[key] = 0
         _write_json_atomic(partial / PROGRESS_FILE, state)
         chunk_index += 1
         chunk_frames = chunk_bad = 0
@@ -402,8 +504,11 @@ def _process(bag: BagReader, frames: _Frames, state: dict[str, Any], chunks_dir:
             writer = writer or open_chunk()
             if options.copy_input_topics:
                 _copy(bag, writer, raw)
-            if not _infer_frame(bag, writer, raw, infos, topics, options, pipeline, report, warned_info, say):
+            outcome = _infer_frame(bag, writer, raw, infos, topics, options, pipeline, report, warned_info, say, anchors)
+            if outcome is None:
                 chunk_bad += 1
+            elif outcome:
+                chunk_scale[outcome] += 1
             chunk_frames += 1
             bar.update(1)
             if chunk_frames >= options.chunk_frames and seen < frames.total:
@@ -432,19 +537,26 @@ def _copy(bag: BagReader, writer: BagWriter, raw: RawMessage) -> None:
 
 def _infer_frame(bag: BagReader, writer: BagWriter, raw: RawMessage, infos: CameraInfoTrack | None,
                  topics: dict[str, str], options: BagInferOptions, pipeline: FramePipeline, report: BagInferReport,
-                 warned_info: set[str], say: Callable[[str], None]) -> bool:
-    """Run one frame through the pipeline and write its outputs; False (nothing written) for an undecodable or
-    rejected frame."""
+                 warned_info: set[str], say: Callable[[str], None], anchors: BagAnchors | None = None) -> str | None:
+    """Run one frame through the pipeline and write its outputs.
+
+    Returns:
+        None (nothing written) for an undecodable or rejected frame; else ``"anchored_frames"`` /
+        ``"fallback_frames"`` with anchoring on (whether an anchor set the frame's scale), ``""`` without.
+    """
     msg = bag.deserialize(raw)
     stamp = bag.stamp_of(raw)
     assert stamp is not None
     info = infos.at(stamp) if infos is not None else None
+    frame_id = str(msg.header.frame_id)
+    readings = anchors.readings(stamp, frame_id) if anchors is not None else []
     try:
         rgb = decode_rgb(msg, pipeline.predictor.pixel_limit())
-        frame = pipeline.process(rgb, options.outputs(), camera_info=info)
+        frame = pipeline.process(rgb, options.outputs(), camera_info=info, anchors=readings, stamp=stamp / NS_PER_S,
+                                 camera_id=frame_id)
     except InputError as exc:
         say(f"bag-infer: skipped the frame {raw.topic} at stamp {stamp} ns: {exc}")
-        return False
+        return None
     assert frame is not None and frame.depth is not None and frame.camera_info is not None
     assert frame.geometry is not None
     if frame.intrinsics_error is not None and infos is not None:
@@ -462,15 +574,26 @@ def _infer_frame(bag: BagReader, writer: BagWriter, raw: RawMessage, infos: Came
             warned_info.add("distortion")
             say(f"bag-infer: {note}")
     report.inference_s += frame.inference_s
+    outcome = ""
+    if frame.scale is not None:
+        decision = frame.scale
+        outcome = "anchored_frames" if decision.anchored else "fallback_frames"
+        if not decision.anchored:
+            for reason in filter(None, (r.strip() for r in decision.reason.split(";"))):
+                reason = _NUMBER.sub("#", reason)  # one entry per kind of reason, not per value
+                report.fallback_reasons[reason] = report.fallback_reasons.get(reason, 0) + 1
+        for reason, count in decision.dropped.items():
+            if count and reason != "subsampled":
+                report.anchor_drops[reason] = report.anchor_drops.get(reason, 0) + int(count)
 
-    header = header_msg(stamp, str(msg.header.frame_id))
+    header = header_msg(stamp, frame_id)
     log_time = raw.log_time_ns
     writer.write(topics["depth"], image_msg(header, frame.depth), log_time)
     writer.write(topics["camera_info"], camera_info_msg(header, frame.camera_info), log_time)
     if frame.cloud is not None:
         writer.write(topics["points"], cloud_msg(header, frame.cloud), log_time)
     writer.write(topics["geometry"], geometry_msg(header, frame.geometry), log_time)
-    return True
+    return outcome
 
 
 def _merge(chunks_dir: Path, chunks: list[str], out_bag: Path, storage: str) -> dict[str, int]:

@@ -9,12 +9,13 @@ numpy and rosbags load inside the handlers.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from moge2_ros.cli_args import (EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, add_model_arguments, error, fov, model_arguments, note,
-                                one_line, os_error_text, positive_int)
+                                one_line, os_error_text, positive_float, positive_int)
 from moge2_ros.errors import InputError, Moge2RosError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,6 +91,32 @@ def add_parsers(sub: Any) -> None:
     bag.add_argument("--storage", choices=("mcap", "sqlite3"), help="output storage (default: the input's)")
     bag.add_argument("--chunk-frames", type=positive_int, default=50, metavar="N",
                      help="frames per resumable chunk (default 50)")
+    anchors = bag.add_argument_group(
+        "metric anchors",
+        "set the published metric scale from the recording's own metric sensors (as moge2_node's anchor_* "
+        "parameters); the geometry messages say which source set each frame's scale")
+    anchors.add_argument("--anchor-topic", action="append", default=[], metavar="TOPIC",
+                         help="metric sensor topic (repeatable): PointCloud2 (LiDAR, any frame), a registered depth "
+                              "Image (32FC1 m or 16UC1 mm) or Range; the reading nearest each image's stamp is used")
+    anchors.add_argument("--anchor-extrinsic", action="append", default=[], metavar="TOPIC=TX,TY,TZ,QX,QY,QZ,QW",
+                         help="sensor -> camera optical frame transform of an anchor topic (metres, unit quaternion "
+                              "x y z w); default: the chain from the reading's frame_id to the image's in the bag's "
+                              "/tf_static and /tf")
+    anchors.add_argument("--anchor-mode", choices=("scale", "scale_shift", "complete"), default="scale",
+                         help="scale only (default), scale and depth shift, or scale plus Poisson completion of a "
+                              "depth anchor's holes")
+    anchors.add_argument("--anchor-max-age", type=positive_float, default=0.1, metavar="S",
+                         help="largest stamp difference between an image and its reading, seconds (default 0.1)")
+    anchors.add_argument("--no-anchor-filter", action="store_true",
+                         help="no temporal (Kalman) filter of the anchored scale: every frame on its own")
+    anchors.add_argument("--anchor-inlier-threshold", type=positive_float, default=0.15, metavar="REL",
+                         help="relative depth error below which an anchor sample is an inlier (default 0.15; raise "
+                              "it for a model with coarse shapes, e.g. 0.4 for the bundled demo model)")
+    anchors.add_argument("--camera-height", type=positive_float, metavar="M",
+                         help="the camera's height above a flat floor, metres (a ground anchor where enough floor is "
+                              "visible)")
+    anchors.add_argument("--camera-up", default="0,-1,0", metavar="X,Y,Z",
+                         help="up direction in the camera optical frame for --camera-height (default 0,-1,0: level)")
     bag.add_argument("--resume", action="store_true", help="continue the interrupted run left in OUT_BAG.partial")
     bag.add_argument("--overwrite", action="store_true", help="replace OUT_BAG and discard OUT_BAG.partial")
     add_model_arguments(bag, edge_filter=True)
@@ -219,12 +246,57 @@ def cmd_infer(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- bag-infer
 
 
+def _anchor_extrinsics(items: Sequence[str], topics: Sequence[str]) -> dict[str, list[float]]:
+    """``--anchor-extrinsic TOPIC=tx,ty,tz,qx,qy,qz,qw`` values -> ``{topic: [7 numbers]}``, checked.
+
+    Raises:
+        UsageError: malformed item, a topic given twice or not an --anchor-topic, a bad quaternion.
+    """
+    from moge2_ros.pipeline.anchor_msgs import extrinsic_param
+
+    out: dict[str, list[float]] = {}
+    for item in items:
+        topic, sep, text = item.partition("=")
+        topic = topic.strip()
+        try:
+            values = [float(v) for v in text.split(",")] if sep else []
+        except ValueError:
+            values = []
+        if not sep or not topic or len(values) != 7:
+            raise UsageError(f"--anchor-extrinsic {item!r}: expected TOPIC=tx,ty,tz,qx,qy,qz,qw (7 numbers: metres "
+                             "and a unit quaternion)")
+        if topic in out:
+            raise UsageError(f"--anchor-extrinsic: {topic} given twice")
+        if topic not in topics:
+            raise UsageError(f"--anchor-extrinsic {topic}: not one of the --anchor-topic values "
+                             f"({', '.join(topics) or 'none'})")
+        try:
+            extrinsic_param(values, f"--anchor-extrinsic {topic}")
+        except InputError as exc:
+            raise UsageError(str(exc)) from None
+        out[topic] = values
+    return out
+
+
+def _camera_up(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values) or not any(values):
+        raise UsageError(f"--camera-up {text!r}: expected X,Y,Z, a finite non-zero direction in the camera optical "
+                         "frame (e.g. 0,-1,0)")
+    return values  # type: ignore[return-value]
+
+
 def cmd_bag_infer(args: argparse.Namespace) -> int:
     """``moge2-ros bag-infer``: see the subcommand help."""
     if not args.in_bag.exists():
         raise UsageError(f"IN_BAG: no such file or folder: {args.in_bag}")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
+    extrinsics = _anchor_extrinsics(args.anchor_extrinsic, args.anchor_topic)
+    camera_up = _camera_up(args.camera_up)
     from moge2_ros.assets import model_source
     from moge2_ros.inference import PredictorOptions
     from moge2_ros.pipeline.bag_infer import BagInferOptions, partial_path, run_bag_infer
@@ -238,7 +310,10 @@ def cmd_bag_infer(args: argparse.Namespace) -> int:
         cloud_organized=not args.cloud_unorganized, cloud_stride=args.cloud_stride, every=args.every,
         rectify=not args.no_rectify, output_grid=args.output_grid,
         max_frames=args.max_frames, copy_input_topics=args.copy_input_topics, storage=args.storage,
-        chunk_frames=args.chunk_frames,
+        chunk_frames=args.chunk_frames, anchor_topics=tuple(args.anchor_topic), anchor_extrinsics=extrinsics,
+        anchor_mode=args.anchor_mode, anchor_max_age=args.anchor_max_age, anchor_temporal=not args.no_anchor_filter,
+        anchor_inlier_threshold=args.anchor_inlier_threshold,
+        camera_height=args.camera_height or 0.0, camera_up=camera_up,
     )
     try:
         report = run_bag_infer(args.in_bag, args.out_bag, options, resume=args.resume, overwrite=args.overwrite,
@@ -256,4 +331,19 @@ def cmd_bag_infer(args: argparse.Namespace) -> int:
               + f", model {report.inference_fps:.2f} frames/s, {report.wall_s:.1f} s in all")
         for topic, count in sorted(report.topics.items()):
             print(f"  {topic}: {count}")
+        if options.anchoring:
+            _print_anchor_summary(report)
     return EXIT_OK
+
+
+def _print_anchor_summary(report: Any) -> None:
+    """Anchored / fallback frames, why frames fell back, readings per anchor topic and dropped anchor data."""
+    print(f"metric anchors: {report.anchored_frames} frames anchored, {report.fallback_frames} kept the network's "
+          "(or the filter's) scale")
+    for reason, count in sorted(report.fallback_reasons.items(), key=lambda item: -item[1])[:5]:
+        print(f"  fallback: {reason} ({count} frames)")
+    for topic, counts in sorted(report.anchor_readings.items()):
+        print(f"  {topic}: " + ", ".join(f"{key} {value}" for key, value in counts.items()))
+    if report.anchor_drops:
+        print("  dropped anchor data: " + ", ".join(f"{key} {value}"
+                                                    for key, value in sorted(report.anchor_drops.items())))
