@@ -13,8 +13,11 @@ Predictions are matched to ground-truth frames by header stamp (one-to-one, with
 official metrics are computed (:func:`moge2_ros.eval.metrics.compute_metrics`: depth AbsRel / δ1 metric,
 scale-invariant and affine-invariant; points; FoV error) over the ground-truth pixels that have a valid prediction,
 plus the metric-scale factor ``median(gt / pred)``, the depth flicker against the previous evaluated frame and
-the scale flicker.  The summary averages the frames (official ``key_average``) and adds the drift of the scale
-over time; everything goes into ``metrics.json``, ``frames.csv`` and a self-contained ``report.html``
+the scale flicker.  From the geometry messages come the published (applied) metric scale, the network's own scale
+and the scale source (``network`` or the metric anchors that set it, issue 14).  The summary averages the frames
+(official ``key_average``) and adds the drift of the scale over time, the median frame-to-frame change of the
+applied scale (``applied_scale_flicker``) and the share of anchored frames; everything goes into
+``metrics.json``, ``frames.csv`` and a self-contained ``report.html``
 (:func:`moge2_ros.eval.bag_eval_report.write_bag_eval_outputs`).
 """
 
@@ -139,6 +142,8 @@ class _PredFrame:
     scale: float | None = None
     inference_ms: float | None = None
     estimated: bool | None = None
+    source: str | None = None  # geometry's scale_source (None: a bag written before the anchors)
+    network_scale: float | None = None
 
 
 def _pred_stamps(pred_bag: Any, topic: str) -> list[int]:
@@ -172,6 +177,9 @@ def _iter_pred_frames(pred_bag: Any, depth_topic: str, info_topic: str | None, g
             frame.scale = float(geo.metric_scale)
             frame.inference_ms = float(geo.inference_ms)
             frame.estimated = bool(geo.intrinsics_estimated)
+            if hasattr(geo, "scale_source"):
+                frame.source = str(geo.scale_source)
+                frame.network_scale = float(geo.network_scale)
             if frame.k is None and info_topic is None:
                 frame.k = k_from_camera_info(geo.camera_info)
         if frame.depth is not None and frame.k is not None and (geometry_topic is None or frame.scale is not None):
@@ -223,7 +231,8 @@ def evaluate_bag(config: BagEvalConfig, progress: bool = True) -> BagEvalResult:
     from moge2_ros.bags.sync import match_by_stamp, nearest_offset_ns
     from moge2_ros.bags.typestore import CAMERA_INFO, GEOMETRY, IMAGE, POINT_CLOUD2
     from moge2_ros.data.open import open_dataset
-    from moge2_ros.eval.bag_eval_stats import HistogramAccumulator, RangeAccumulator, flicker, frame_scale, scale_drift
+    from moge2_ros.eval.bag_eval_stats import (HistogramAccumulator, RangeAccumulator, flicker, frame_scale,
+                                               median_log_change, scale_drift)
     from moge2_ros.eval.metrics import compute_metrics, gt_from_sample, key_average
     from moge2_ros.geometry.intrinsics import pixel_to_normalized_intrinsics
     from moge2_ros.geometry.projection import depth_to_points
@@ -359,6 +368,10 @@ def evaluate_bag(config: BagEvalConfig, progress: bool = True) -> BagEvalResult:
                 record["model_metric_scale"] = frame.scale
                 record["inference_ms"] = frame.inference_ms
                 record["intrinsics_estimated"] = frame.estimated
+            if frame.source is not None:
+                record["scale_source"] = frame.source
+                record["anchored"] = frame.source != "network"
+                record["network_scale"] = frame.network_scale
             records.append(record)
             ranges.add(p, g)
             hist_log.add(np.log(p / g))
@@ -379,7 +392,7 @@ def evaluate_bag(config: BagEvalConfig, progress: bool = True) -> BagEvalResult:
 
     # 4. Summary.
     per_frame_means = key_average({k: v for k, v in r.items() if k not in ("stamp_ns", "time_s")
-                                   and not isinstance(v, bool)} for r in records)
+                                   and not isinstance(v, (bool, str))} for r in records)
     times = np.array([r["time_s"] for r in records])
     scales = np.array([r["scale"] for r in records])
     summary: dict[str, Any] = {
@@ -392,7 +405,13 @@ def evaluate_bag(config: BagEvalConfig, progress: bool = True) -> BagEvalResult:
         "scale_min": float(np.nanmin(scales)),
         "scale_max": float(np.nanmax(scales)),
         **scale_drift(times, scales),
+        "scale_flicker_median": median_log_change(scales),
     }
+    if any("model_metric_scale" in r for r in records):
+        summary["applied_scale_flicker"] = median_log_change(
+            np.array([r.get("model_metric_scale", np.nan) for r in records], dtype=np.float64))
+    if any("anchored" in r for r in records):
+        summary["anchored_fraction"] = sum(bool(r.get("anchored")) for r in records) / len(records)
     config_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()}
     config_record.update(pred_depth_topic=pred_depth_topic, pred_camera_info_topic=pred_info_topic,
                          geometry_topic=geometry_topic, image_topic=image_topic, gt_depth_topic=gt_depth_topic,

@@ -26,8 +26,9 @@ SUMMARY_GROUPS: dict[str, tuple[str, ...]] = {
                "points_scale_invariant/delta1", "points_affine_invariant/rel", "points_affine_invariant/delta1",
                "fov_x/mae", "fov_x/deviation"),
     "metric scale and stability": ("scale", "scale_std", "scale_min", "scale_max", "scale_drift",
-                                   "scale_drift_per_min", "scale_flicker", "depth_flicker", "model_metric_scale",
-                                   "inference_ms"),
+                                   "scale_drift_per_min", "scale_flicker", "scale_flicker_median",
+                                   "applied_scale_flicker", "depth_flicker", "model_metric_scale", "network_scale",
+                                   "anchored_fraction", "inference_ms"),
 }
 
 _NOTES = (
@@ -44,7 +45,10 @@ _NOTES = (
     "scale = median(gt / pred) per frame: 1 = correct metric scale, 1.1 = prediction 10 % too small. "
     "scale_drift = relative change of a straight line fitted to the scale over the evaluated time span "
     "(scale_drift_per_min per minute); scale_flicker = |log(scale_t / scale_t-1)| between consecutive evaluated "
-    "frames.",
+    "frames (scale_flicker_median: their median). applied_scale_flicker = median |log(m_t / m_t-1)| of the published "
+    "metric_scale m (geometry messages); it also follows the camera, as MoGe-2's affine map has no fixed "
+    "normalisation. anchored_fraction = share of frames whose scale a metric anchor set (geometry scale_source; "
+    "network_scale is the model's own scale before anchoring).",
     "depth_flicker = median over pixels valid in both frames of |r_t - r_t-1| with r = log(pred / gt) per pixel: "
     "the frame-to-frame change of the depth error (0.01 = 1 %). It compares errors at the same pixel, so camera "
     "motion is compensated only as far as the ground truth follows it; with a static camera it is exact.",
@@ -124,7 +128,8 @@ def build_report(result: BagEvalResult, path: str | Path) -> Path:
         notes.append(f"{len(result.skipped)} matched frames were skipped: " + "; ".join(reasons[:5]))
     columns = ["stamp_ns", "time_s", "depth_metric/rel", "depth_metric/delta1", "depth_scale_invariant/rel",
                "depth_affine_invariant/rel", "points_metric/rel", "points_scale_invariant/rel", "fov_x/deviation",
-               "coverage", "scale", "scale_flicker", "depth_flicker", "model_metric_scale", "inference_ms"]
+               "coverage", "scale", "scale_flicker", "depth_flicker", "model_metric_scale", "network_scale",
+               "scale_source", "inference_ms"]
     present = [c for c in columns if any(c in r for r in frames)]
     return write_html_report(path, "MoGe-2 bag evaluation", grouped, frames, result.images, charts=charts,
                              notes=notes, subtitle=subtitle, columns=present)

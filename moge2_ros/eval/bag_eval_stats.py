@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["RangeAccumulator", "HistogramAccumulator", "frame_scale", "flicker", "scale_drift", "nice_range_edges"]
+__all__ = ["RangeAccumulator", "HistogramAccumulator", "frame_scale", "flicker", "median_log_change", "scale_drift",
+           "nice_range_edges"]
 
 
 def frame_scale(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -30,6 +31,17 @@ def flicker(log_ratio_now: np.ndarray, log_ratio_before: np.ndarray) -> float:
     if not both.any():
         return float("nan")
     return float(np.median(np.abs(log_ratio_now[both] - log_ratio_before[both])))
+
+
+def median_log_change(values: np.ndarray) -> float:
+    """Frame-to-frame flicker of a positive series ``(N,)`` (a scale per frame): ``median |log(v_t / v_t-1)|`` over
+    consecutive pairs where both are finite and > 0 (0.01 = 1 % per frame); NaN with fewer than one pair."""
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logs = np.where(np.isfinite(v) & (v > 0), np.log(np.where(v > 0, v, 1.0)), np.nan)
+    steps = np.abs(np.diff(logs))
+    steps = steps[np.isfinite(steps)]
+    return float(np.median(steps)) if steps.size else float("nan")
 
 
 def scale_drift(times_s: np.ndarray, scales: np.ndarray) -> dict[str, float]:

@@ -97,6 +97,14 @@ def add_parsers(sub: Any) -> None:
                          "slow ones)")
     be.add_argument("--sample-images", type=int, default=4, metavar="N",
                     help="frames shown as images in the report (default 4)")
+    be.add_argument("--compare", type=Path, metavar="BAG",
+                    help="a second prediction bag of the same recording (e.g. bag-infer with --anchor-topic), "
+                         "evaluated against the same ground truth and reported side by side with BAG (metric AbsRel, "
+                         "δ1, scale error and flicker, anchored frames) in comparison.md / comparison.json; each "
+                         "bag's full report goes into a subfolder of --output named by its label")
+    be.add_argument("--labels", metavar="A,B",
+                    help="column names of BAG and the --compare bag (default: 'network' / 'anchored' from the "
+                         "geometry messages' scale_source, else the bag names)")
     be.add_argument("--output", "-o", required=True, type=Path, metavar="DIR", help="output folder (created)")
     be.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     be.set_defaults(handler=cmd_bag_eval)
@@ -136,9 +144,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_bag_eval(args: argparse.Namespace) -> int:
     """``moge2-ros bag-eval``: see the subcommand help."""
-    for path in (args.bag, args.gt_bag):
+    for path in (args.bag, args.gt_bag, args.compare):
         if path is not None and not path.exists():
             raise UsageError(f"no such bag: {path}")
+    labels: list[str] = []
+    if args.labels is not None:
+        if args.compare is None:
+            raise UsageError("--labels names the columns of --compare; give --compare too")
+        labels = [label.strip() for label in args.labels.split(",")]
+        if len(labels) != 2 or not all(labels) or labels[0] == labels[1] \
+                or any(c in label for label in labels for c in "/\\"):
+            raise UsageError(f"--labels {args.labels!r}: expected two different names A,B (no slashes)")
     if args.output.exists() and not args.output.is_dir():
         raise UsageError(f"--output is not a folder: {args.output}")
     if args.max_depth and args.max_depth <= args.min_depth:
@@ -156,6 +172,8 @@ def cmd_bag_eval(args: argparse.Namespace) -> int:
         align_resolution=(args.align_resolution, args.align_resolution), skip=tuple(args.skip),
         sample_images=max(0, args.sample_images),
     )
+    if args.compare is not None:
+        return _bag_eval_compare(args, config, labels)
     result = evaluate_bag(config, progress=not args.quiet)
     paths = write_bag_eval_outputs(result, args.output)
     s = result.summary
@@ -164,6 +182,32 @@ def cmd_bag_eval(args: argparse.Namespace) -> int:
           f"metric AbsRel {s.get('depth_metric/rel', nan):.4f}, δ1 {s.get('depth_metric/delta1', nan):.4f}, "
           f"scale {s.get('scale', nan):.4f}, scale drift {s.get('scale_drift', nan):.4f}, "
           f"scale flicker {s.get('scale_flicker', nan):.4f}")
+    for kind, path in paths.items():
+        print(f"  {kind:8s} {path}", file=sys.stdout)
+    return 0
+
+
+def _bag_eval_compare(args: argparse.Namespace, config: Any, labels: list[str]) -> int:
+    """``bag-eval BAG --compare OTHER``: both evaluated against the same ground truth, the side-by-side table
+    printed and written (comparison.md / .json), each bag's own outputs in ``<output>/<label>/``."""
+    from dataclasses import replace
+
+    from moge2_ros.eval.bag_eval import evaluate_bag
+    from moge2_ros.eval.bag_eval_compare import comparison, comparison_markdown, default_label, write_comparison
+    from moge2_ros.eval.bag_eval_report import write_bag_eval_outputs
+
+    gt_bag = config.gt_bag or config.pred_bag  # the first bag's ground truth for both
+    first = evaluate_bag(replace(config, gt_bag=gt_bag), progress=not args.quiet)
+    second = evaluate_bag(replace(config, pred_bag=args.compare, gt_bag=gt_bag), progress=not args.quiet)
+    if not labels:
+        labels = [default_label(first, args.bag.name), default_label(second, args.compare.name)]
+        if labels[0] == labels[1]:
+            labels = [args.bag.name, args.compare.name] if args.bag.name != args.compare.name else ["a", "b"]
+    record = comparison([(labels[0], first), (labels[1], second)])
+    print(comparison_markdown(record), end="")
+    paths = write_comparison(record, args.output)
+    for label, result in zip(labels, (first, second)):
+        paths[f"{label} report"] = write_bag_eval_outputs(result, args.output / label)["report"]
     for kind, path in paths.items():
         print(f"  {kind:8s} {path}", file=sys.stdout)
     return 0
