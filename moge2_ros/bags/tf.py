@@ -63,8 +63,8 @@ class TfTree:
 
     # -------------------------------------------------------------------------------------------- building
     def add(self, edge: TfEdge) -> None:
-        """Add an edge (frame ids normalised by :func:`frame_key`).  A static edge replaces an earlier static edge of the same child (the latest
-        ``/tf_static`` wins, as in tf2); dynamic edges accumulate.
+        """Add an edge (frame ids normalised by :func:`frame_key`).  A static edge replaces an earlier static edge
+        of the same child (the latest ``/tf_static`` wins, as in tf2); dynamic edges accumulate.
 
         Raises:
             BagError: an empty frame id, or a frame made its own parent.

@@ -30,7 +30,8 @@ from moge2_ros.bags.reader import BagReader, RawMessage, open_bag
 from moge2_ros.bags.tf import TF_TOPICS, TfTree, frame_key
 from moge2_ros.bags.typestore import IMAGE, POINT_CLOUD2
 from moge2_ros.errors import InputError
-from moge2_ros.pipeline.anchor_msgs import cloud_anchor, depth_anchor, extrinsic_param, range_anchor, transform_extrinsic
+from moge2_ros.pipeline.anchor_msgs import (cloud_anchor, depth_anchor, extrinsic_param, range_anchor,
+                                            transform_extrinsic)
 
 __all__ = ["ANCHOR_TYPES", "BagAnchors", "anchor_kind", "chain_extrinsic"]
 

@@ -504,7 +504,8 @@ def _process(bag: BagReader, frames: _Frames, state: dict[str, Any], chunks_dir:
             writer = writer or open_chunk()
             if options.copy_input_topics:
                 _copy(bag, writer, raw)
-            outcome = _infer_frame(bag, writer, raw, infos, topics, options, pipeline, report, warned_info, say, anchors)
+            outcome = _infer_frame(bag, writer, raw, infos, topics, options, pipeline, report, warned_info, say,
+                                   anchors)
             if outcome is None:
                 chunk_bad += 1
             elif outcome:
