@@ -117,6 +117,25 @@ def test_recorded_sensors_give_the_exact_scale_of_a_perfect_shape(scene: dict) -
             anchors.close()
 
 
+def test_depth_anchor_modes_and_camera_height(scene: dict, tmp_path: Path) -> None:
+    """The registered 32FC1 depth topic as an anchor: mode scale gives the true scale; mode complete publishes the
+    sensor depth where it is valid (here: everywhere).  A camera height on the demo model, whose floor is not flat
+    enough, falls back to the network's scale with the reason, never a wrong scale."""
+    layout = scene["layout"]
+    report = _run(scene, tmp_path / "depth", anchor_topics=(layout.depth_topic,), anchor_temporal=False,
+                  max_frames=2)
+    assert report.anchored_frames == 2 and {g.scale_source for g in geometries(tmp_path / "depth")} == {"depth"}
+    np.testing.assert_allclose(scale_errors(tmp_path / "depth", scene["frames"][:2]), 1.0, atol=0.03)
+    _run(scene, tmp_path / "complete", anchor_topics=(layout.depth_topic,), anchor_temporal=False, max_frames=2,
+         anchor_mode="complete")
+    np.testing.assert_allclose(scale_errors(tmp_path / "complete", scene["frames"][:2]), 1.0, atol=1e-4)
+    report = _run(scene, tmp_path / "height", camera_height=1.2, anchor_temporal=False, max_frames=2)
+    assert report.anchored_frames == 0 and report.fallback_frames == 2
+    assert any(reason.startswith("ground:") for reason in report.fallback_reasons), report.fallback_reasons
+    for geo, network in zip(geometries(tmp_path / "height"), geometries(scene["root"] / "network")):
+        assert geo.scale_source == "network" and geo.metric_scale == pytest.approx(network.metric_scale, rel=1e-6)
+
+
 def test_stale_readings_are_counted_and_the_frame_falls_back(scene: dict, tmp_path: Path) -> None:
     frames = scene["frames"][:2]
     in_bag = tmp_path / "late"
