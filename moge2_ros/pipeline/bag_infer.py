@@ -70,7 +70,7 @@ from moge2_ros.pipeline.frame import FrameConfig, FramePipeline, decode_rgb
 __all__ = ["BagInferOptions", "BagInferReport", "output_topics", "run_bag_infer"]
 
 PROGRESS_FILE: Final[str] = "progress.json"
-_NUMBER: Final[re.Pattern[str]] = re.compile(r"[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?")
+_NUMBER: Final[re.Pattern[str]] = re.compile(r"\d+(?:\.\d+)?(?:e[+-]?\d+)?")
 _FORMAT: Final[int] = 1  # version of the progress file layout
 
 
