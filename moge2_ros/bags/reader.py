@@ -20,6 +20,11 @@ from typing import Any, Final
 from moge2_ros.bags import NS_PER_S, BagError
 from moge2_ros.bags.typestore import get_typestore
 
+try:  # rosbags >= 0.10
+    from rosbags.serde import SerdeError
+except ImportError:  # pragma: no cover
+    SerdeError = ValueError  # type: ignore[misc,assignment]
+
 __all__ = ["BagMessage", "BagReader", "RawMessage", "open_bag"]
 
 _STORAGE_SUFFIXES: Final[dict[str, str]] = {".mcap": "mcap", ".db3": "sqlite3"}
@@ -122,6 +127,8 @@ class BagReader:
         self.storage = ""
         self._errors = _storage_errors()
         self._header_first: dict[str, bool] = {}
+        self._own_stores: dict[str, Any] = {}  # topic -> the bag's own typestore, where its definition differs
+        self._differs: dict[str, bool] = {}
 
     # -------------------------------------------------------------------------------------------- lifecycle
     def open(self) -> "BagReader":
@@ -277,18 +284,54 @@ class BagReader:
         except ValueError as exc:
             raise BagError(f"{self.path}: {raw.topic} message at log time {raw.log_time_ns} ns: {exc}") from exc
 
+    def definition_differs(self, topic: str) -> bool:
+        """Whether ``topic``'s type as recorded in the bag (its RIHS01 hash) differs from the shared typestore's
+        type of the same name, e.g. a ``MonocularGeometry`` written before the message gained fields."""
+        if topic not in self._differs:
+            msgtype, _, digest = self.connection_definition(topic)
+            store = get_typestore()
+            differs = False
+            if digest and msgtype in store.types:
+                try:
+                    differs = store.hash_rihs01(msgtype) != digest
+                except Exception:  # noqa: BLE001 - rosbags raises assorted errors for types it cannot hash
+                    differs = False
+            self._differs[topic] = differs
+        return self._differs[topic]
+
+    def _store_of(self, topic: str) -> Any:
+        """The typestore to decode ``topic`` with: the shared one, or (for a type whose recorded definition differs)
+        a store built from the bag's own definition, so older recordings stay readable."""
+        if topic in self._own_stores:
+            return self._own_stores[topic]
+        store = get_typestore()
+        if self.definition_differs(topic):
+            from rosbags.typesys import Stores, get_types_from_msg
+            from rosbags.typesys import get_typestore as _rosbags_typestore
+
+            msgtype, msgdef, _ = self.connection_definition(topic)
+            try:
+                own = _rosbags_typestore(Stores.ROS2_JAZZY)
+                own.register(get_types_from_msg(msgdef or "", msgtype))
+                store = own
+            except Exception:  # noqa: BLE001 - an unparsable definition: decode with the shared store
+                pass
+        self._own_stores[topic] = store
+        return store
+
     def deserialize(self, raw: RawMessage) -> Any:
-        """The ``rosbags`` message object of a raw message.
+        """The ``rosbags`` message object of a raw message (decoded with the bag's own definition of its type when
+        that differs from this package's: the object then has the recorded fields only).
 
         Raises:
             BagError: unknown type or corrupt message bytes.
         """
-        store = get_typestore()
+        store = self._store_of(raw.topic)
         if raw.msgtype not in store.types:
             raise BagError(f"{self.path}: topic {raw.topic} has type {raw.msgtype}, which this tool cannot decode")
         try:
             return store.deserialize_cdr(raw.data, raw.msgtype)
-        except self._errors as exc:
+        except (SerdeError, *self._errors) as exc:
             raise BagError(
                 f"{self.path}: {raw.topic} message at log time {raw.log_time_ns} ns is corrupt ({_describe(exc)})"
             ) from exc

@@ -525,7 +525,9 @@ def _process(bag: BagReader, frames: _Frames, state: dict[str, Any], chunks_dir:
 
 
 def _copy(bag: BagReader, writer: BagWriter, raw: RawMessage) -> None:
-    if raw.msgtype in get_typestore().types:
+    """Copy one input message (bytes unchanged) with its type's definition: the package's, or the bag's own for a
+    type this package does not know or defines differently (an older MonocularGeometry)."""
+    if raw.msgtype in get_typestore().types and not bag.definition_differs(raw.topic):
         writer.add_topic(raw.topic, raw.msgtype)
     else:
         msgtype, msgdef, digest = bag.connection_definition(raw.topic)
