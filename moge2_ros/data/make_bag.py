@@ -77,6 +77,8 @@ class AnchorSensors:
             limits.
         tf_static: publish the transforms on ``/tf_static`` (one message at the first stamp); False leaves them
             out (to test a missing transform).
+        tf_dynamic: publish them on ``/tf`` instead, once per frame at the sensors' stamp (as a robot whose sensor
+            mounts move would).
     """
 
     lidar: bool = True
@@ -91,6 +93,7 @@ class AnchorSensors:
     range_min: float = 0.05
     range_max: float = 20.0
     tf_static: bool = True
+    tf_dynamic: bool = False
 
 
 def _rigid(values: tuple[float, ...], what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -271,16 +274,16 @@ def write_samples_bag(
 
 def _write_anchors(bag: BagWriter, layout: BagLayout, sensors: AnchorSensors, sample: Sample, stamp: int,
                    label_stamp: int) -> None:
-    """The anchor sensor messages of one frame (and ``/tf_static`` with the first frame)."""
-    if sensors.tf_static and not layout.stamps_ns:
+    """The anchor sensor messages of one frame (and ``/tf_static`` with the first frame, or ``/tf`` with each)."""
+    topic = "/tf" if sensors.tf_dynamic else "/tf_static"
+    if (sensors.tf_dynamic or (sensors.tf_static and not layout.stamps_ns)) and (sensors.lidar or sensors.range):
+        tf_stamp = label_stamp if sensors.tf_dynamic else stamp
         transforms = []
         if sensors.lidar:
-            transforms.append((stamp, layout.frame_id, sensors.lidar_frame, sensors.lidar_to_camera))
+            transforms.append((tf_stamp, layout.frame_id, sensors.lidar_frame, sensors.lidar_to_camera))
         if sensors.range:
-            transforms.append((stamp, layout.frame_id, sensors.range_frame, sensors.range_to_camera))
-        if transforms:
-            bag.add_topic("/tf_static", "tf2_msgs/msg/TFMessage")
-            bag.write("/tf_static", tf_message(transforms), stamp)
+            transforms.append((tf_stamp, layout.frame_id, sensors.range_frame, sensors.range_to_camera))
+        bag.write(topic, tf_message(transforms), tf_stamp)
     if layout.lidar_topic is not None:
         points = _lidar_points(sample.depth, sample.intrinsics, sensors)
         bag.write_cloud(layout.lidar_topic, label_stamp, sensors.lidar_frame,

@@ -136,6 +136,18 @@ def test_depth_anchor_modes_and_camera_height(scene: dict, tmp_path: Path) -> No
         assert geo.scale_source == "network" and geo.metric_scale == pytest.approx(network.metric_scale, rel=1e-6)
 
 
+def test_transforms_from_dynamic_tf(scene: dict, tmp_path: Path) -> None:
+    """The sensor transforms on /tf (one per frame) instead of /tf_static: looked up at each reading's stamp."""
+    layout = write_anchor_bag(tmp_path / "dyn", scene["frames"][:2], tf_dynamic=True)
+    with open_bag(tmp_path / "dyn") as bag:
+        assert "/tf" in bag.topics and "/tf_static" not in bag.topics
+    report = _run(scene, tmp_path / "out", in_bag=tmp_path / "dyn", anchor_topics=(layout.lidar_topic,),
+                  anchor_temporal=False)
+    assert report.anchored_frames == 2
+    assert report.anchor_readings[layout.lidar_topic]["no_transform"] == 0
+    np.testing.assert_allclose(scale_errors(tmp_path / "out", scene["frames"][:2]), 1.0, atol=0.04)
+
+
 def test_stale_readings_are_counted_and_the_frame_falls_back(scene: dict, tmp_path: Path) -> None:
     frames = scene["frames"][:2]
     in_bag = tmp_path / "late"
