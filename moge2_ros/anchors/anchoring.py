@@ -14,8 +14,9 @@ MoGe-2 predicts an affine-invariant point map and one global metric scale; its m
 the network's metric output with an uncertainty (:mod:`moge2_ros.anchors.fit`); trustworthy ones are fused by
 inverse variance in log space.  Over time, per camera, a Kalman filter (:mod:`moge2_ros.anchors.kalman`) tracks
 the network's scale *bias* ``b`` in log space (random walk; prior ``0 +- network_log_std``, i.e. the network's
-own scale, before any anchor): a frame's correction is ``b + e`` with ``e`` the network's per-frame scale noise
-(``network_frame_log_std``).  The anchors of a frame measure ``b + e`` (gated: a jump beyond ``gate_sigma`` is
+own scale, before any anchor; the first anchored frame of a camera replaces that prior however far off the network
+was, within ``max_correction``): a frame's correction is ``b + e`` with ``e`` the network's per-frame scale noise
+(``network_frame_log_std``, learned per camera with ``adapt_frame_noise``).  The anchors of a frame measure ``b + e`` (gated: a jump beyond ``gate_sigma`` is
 rejected and counted, a streak of them restarts the filter); the frame's scale fuses the filter's prediction with
 them by inverse variance, so sharp anchors (a LiDAR) are followed frame by frame, noisy ones (a single range
 reading) are smoothed, and when the anchors stop the last anchored correction is held (its uncertainty growing)
@@ -229,6 +230,7 @@ class ScaleAnchoring:
         self._filters: dict[str, LogScaleKalman] = {}
         self._sizes: dict[str, tuple[tuple[int, int], np.ndarray | None]] = {}
         self._frame_var: dict[str, float] = {}  # learned per-frame noise variance of the network's scale
+        self._seen_anchor: set[str] = set()  # cameras whose filter holds an anchored measurement
         self.totals: dict[str, int] = {"frames": 0, "anchored": 0, "fallback": 0, "gated": 0,
                                        **DropCounts().as_dict()}
 
@@ -239,6 +241,7 @@ class ScaleAnchoring:
                 self._filters[key].reset()
             self._sizes.pop(key, None)
             self._frame_var.pop(key, None)
+            self._seen_anchor.discard(key)
 
     def filter(self, camera_id: str = "") -> LogScaleKalman:
         """The Kalman filter of a camera (created on first use)."""
@@ -347,6 +350,7 @@ class ScaleAnchoring:
         if changed and camera_id in self._filters:
             self._filters[camera_id].reset()
             self._frame_var.pop(camera_id, None)
+            self._seen_anchor.discard(camera_id)
         self._sizes[camera_id] = ((width, height), k if k is not None else old_k)
 
     def _fit_one(self, anchor: Anchor, pred: "_Prediction", k: np.ndarray, normals,
@@ -403,7 +407,16 @@ class ScaleAnchoring:
             frame_var = self._frame_var.get(camera_id, cfg.network_frame_log_std**2)
             prior_x, prior_var = kf.x, kf.p + frame_var
             log_c, var = prior_x, prior_var
-            if good:
+            if good and camera_id not in self._seen_anchor:
+                # the first anchored frame of this camera: the anchors replace the network's prior (a network off
+                # by 2x is not a jump to reject, it is what anchoring is for; max_correction bounds it)
+                z = math.log(anchor_scale / net)
+                kf.reset()
+                kf.predict(stamp)
+                kf.update(z, math.sqrt(anchor_std**2 + frame_var), kind="anchor")
+                self._seen_anchor.add(camera_id)
+                log_c, var = z, anchor_std**2
+            elif good:
                 z = math.log(anchor_scale / net)
                 if cfg.adapt_frame_noise:
                     self._learn_frame_noise(camera_id, z - prior_x, kf.p, frame_var, anchor_std**2)
