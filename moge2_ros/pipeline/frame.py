@@ -87,10 +87,12 @@ __all__ = [
     "INTRINSICS_SOURCES",
     "OUTPUT_GRIDS",
     "OUTPUTS",
+    "BatchItem",
     "FrameConfig",
     "FrameOutputs",
     "FramePipeline",
     "decode_rgb",
+    "process_batch",
 ]
 
 #: What a frame can publish (names of :class:`FrameOutputs` fields): ``depth`` (depth image), ``camera_info``
@@ -297,6 +299,121 @@ class FrameOutputs:
     scale: ScaleDecision | None = None
 
 
+@dataclass
+class _Job:
+    """One frame between :meth:`FramePipeline._prepare` and :meth:`FramePipeline._finish`: its settings and state
+    (taken together under the pipeline's lock), camera, rectified image (``(3, H', W')`` float tensor on the
+    device, or the ``(H, W, 3)`` input) and known K (pixels) or None."""
+
+    want: frozenset[str]
+    config: FrameConfig
+    stabilizer: IntrinsicsStabilizer
+    smoother: ScaleSmoother
+    anchoring: ScaleAnchoring | None
+    rgb: np.ndarray
+    width: int
+    height: int
+    camera: CameraModel | None
+    info_msg: Any
+    info_error: InputError | None
+    note: str | None
+    t0: float
+    normals_wanted: bool
+    rectifier: Rectifier | None
+    image: Any
+    k_known: npt.NDArray[np.float64] | None
+
+    @property
+    def stabilized(self) -> bool:
+        """Estimated K of a fixed camera, stabilised over frames (one frame per network call)."""
+        return self.k_known is None and self.stabilizer.mode != "none"
+
+    def batch_key(self) -> tuple[Any, ...] | None:
+        """Frames with equal keys run as one network batch (same image type and size, all K known or all
+        estimated); None = alone (stabilised intrinsics)."""
+        if self.stabilized:
+            return None
+        image = self.image
+        if isinstance(image, torch.Tensor):
+            kind: tuple[Any, ...] = ("tensor", tuple(image.shape), image.dtype, image.device)
+        else:
+            kind = ("array", tuple(image.shape), image.dtype)
+        return (*kind, self.k_known is None)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One frame for :func:`process_batch`: the arguments of :meth:`FramePipeline.process` and its pipeline."""
+
+    pipeline: "FramePipeline"
+    rgb: np.ndarray
+    outputs: Collection[str]
+    camera_info: Any = None
+    anchors: Sequence[Anchor] = ()
+    stamp: float | None = None
+    camera_id: str = ""
+
+
+def process_batch(items: Sequence[BatchItem]) -> list[FrameOutputs | None | Exception]:
+    """Run frames of several cameras (each its own :class:`FramePipeline`, all on one predictor), those of the same
+    image size (after rectification) and the same kind of intrinsics (all given, or all estimated) as one network
+    batch, the others one by one.  Each frame's result equals what its pipeline's :meth:`FramePipeline.process`
+    returns for it (same settings, same per-camera state: intrinsics, scale smoother, anchoring).
+
+    A batch the predictor refuses as a whole (e.g. over the memory budget as a batch) runs frame by frame.
+    ``inference_s`` of a batched frame spans its own preparation, the shared network call and its own
+    post-processing.
+
+    Args:
+        items: the frames; their pipelines must share one predictor.
+
+    Returns:
+        Per item, in order: its :class:`FrameOutputs`, None (no output asked for), or the :class:`InputError` it
+        raised (the other frames still run).
+
+    Raises:
+        InputError: pipelines with different predictors.
+    """
+    if len({id(item.pipeline.predictor) for item in items}) > 1:
+        raise InputError("process_batch: every frame's pipeline must use the same predictor")
+    results: list[FrameOutputs | None | Exception] = [None] * len(items)
+    jobs: dict[int, _Job] = {}
+    for i, item in enumerate(items):
+        try:
+            job = item.pipeline._prepare(item.rgb, item.outputs, item.camera_info)
+        except InputError as exc:
+            results[i] = exc
+            continue
+        if job is not None:
+            jobs[i] = job
+    groups: dict[Any, list[int]] = {}
+    for i, job in jobs.items():
+        key = job.batch_key()
+        groups.setdefault(("alone", i) if key is None else key, []).append(i)
+    for members in groups.values():
+        geos: dict[int, Any] = {}
+        if len(members) > 1:
+            predictor = items[members[0]].pipeline.predictor
+            predictor.estimate_normals = any(jobs[i].normals_wanted for i in members)
+            first = jobs[members[0]].image
+            stack = torch.stack([jobs[i].image for i in members]) if isinstance(first, torch.Tensor) \
+                else np.stack([jobs[i].image for i in members])
+            ks = None if jobs[members[0]].k_known is None else np.stack([jobs[i].k_known for i in members])
+            try:
+                batch = predictor.predict(stack, intrinsics=ks)
+                geos = {i: batch[n] for n, i in enumerate(members)}
+            except InputError:
+                geos = {}  # refused as a batch (budget, an implausible K): each frame alone says why
+        for i in members:
+            item = items[i]
+            try:
+                geo = geos[i] if i in geos else item.pipeline._predict(jobs[i])
+                results[i] = item.pipeline._finish(jobs[i], geo, item.anchors, item.stamp, item.camera_id)
+            except InputError as exc:
+                results[i] = exc
+    return results
+
+
 class FramePipeline:
     """One camera's frame pipeline: its :class:`FrameConfig` and its state across frames (intrinsics stabiliser,
     metric scale smoother) around a :class:`~moge2_ros.inference.Predictor` built elsewhere
@@ -367,6 +484,14 @@ class FramePipeline:
         Raises:
             InputError: an image the predictor refuses (e.g. larger than its ``max_pixels``), an unknown output.
         """
+        job = self._prepare(rgb, outputs, camera_info)
+        if job is None:
+            return None
+        return self._finish(job, self._predict(job), anchors, stamp, camera_id)
+
+    def _prepare(self, rgb: np.ndarray, outputs: Collection[str], camera_info: Any) -> _Job | None:
+        """Everything before the network: the outputs checked, the settings of this frame, its camera, the rectified
+        image (None when no output is asked for)."""
         want = frozenset(outputs)
         unknown = want.difference(OUTPUTS)
         if unknown:
@@ -378,22 +503,36 @@ class FramePipeline:
         height, width = rgb.shape[:2]
         camera, info_msg, info_error, note = self._camera(config, camera_info, width, height)
 
-        predictor = self.predictor
         t0 = time.perf_counter()
         normals_wanted = "normals" in want or ("points" in want and config.cloud_normals)
-        predictor.estimate_normals = normals_wanted
         rectifier: Rectifier | None = None
         image: Any = rgb
         k_known = None if camera is None else camera.k
         if camera is not None and camera.distorted and config.rectify:
-            rectifier = self.rectifiers.get(camera, predictor.device, config.rectified_fov_deg, config.view_size())
+            rectifier = self.rectifiers.get(camera, self.predictor.device, config.rectified_fov_deg,
+                                            config.view_size())
             image = rectifier.rectify(rgb)
             k_known = rectifier.k
-        if k_known is None and stabilizer.mode != "none":
-            stabilizer.follow_size(width, height)
-            geo = predictor.predict_stabilized(rgb, stabilizer)
-        else:
-            geo = predictor.predict(image, intrinsics=k_known)
+        return _Job(want, config, stabilizer, smoother, anchoring, rgb, width, height, camera, info_msg, info_error,
+                    note, t0, normals_wanted, rectifier, image, k_known)
+
+    def _predict(self, job: _Job) -> Any:
+        """The network and its post-processing for one prepared frame: :class:`~moge2_ros.inference.Geometry`."""
+        predictor = self.predictor
+        predictor.estimate_normals = job.normals_wanted
+        if job.stabilized:
+            job.stabilizer.follow_size(job.width, job.height)
+            return predictor.predict_stabilized(job.rgb, job.stabilizer)
+        return predictor.predict(job.image, intrinsics=job.k_known)
+
+    def _finish(self, job: _Job, geo: Any, anchors: Sequence[Anchor], stamp: float | None,
+                camera_id: str) -> FrameOutputs:
+        """Everything after the network: scale (anchors or smoother), output grid, encoding."""
+        want, config, smoother, anchoring = job.want, job.config, job.smoother, job.anchoring
+        rgb, width, height, camera, info_msg = job.rgb, job.width, job.height, job.camera, job.info_msg
+        info_error, note, t0, normals_wanted = job.info_error, job.note, job.t0, job.normals_wanted
+        rectifier, image, k_known = job.rectifier, job.image, job.k_known
+        predictor = self.predictor
         network_scale = float(geo.metric_scale[0])
         decision = None
         if anchoring is not None:
