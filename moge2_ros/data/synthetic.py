@@ -22,12 +22,14 @@ import numpy as np
 
 from moge2_ros.data.sample import Sample
 from moge2_ros.data.synthetic_render import pixel_rays, render_scene
-from moge2_ros.data.synthetic_scene import PATTERNS, Scene, SceneBuilder, camera_pose, sample_room, sample_street
+from moge2_ros.data.synthetic_scene import (PATTERNS, RoomLayout, Scene, SceneBuilder, camera_pose, sample_room,
+                                            sample_street)
 from moge2_ros.errors import DatasetError
 
 __all__ = [
     "SyntheticConfig",
     "SyntheticDataset",
+    "RoomLayout",
     "Scene",
     "SceneBuilder",
     "PATTERNS",
@@ -55,6 +57,8 @@ class SyntheticConfig:
         focal_aspect_jitter: maximum ``|fy / fx - 1|``.
         pitch_deg, roll_deg: maximum absolute camera pitch and roll; yaw is uniform in ``yaw_deg``.
         room_camera_height, street_camera_height: camera height ranges above the floor / ground, metres.
+        room_layout: ranges of a room's size, furniture count and camera placement (:class:`RoomLayout`, or a
+            dict of its fields from a YAML config; default: the original rooms).
         shadows: cast shadow rays (more depth cues; about 1.5-2x the render time).
         device: torch device that renders (samples always come back as numpy arrays).
     """
@@ -69,6 +73,7 @@ class SyntheticConfig:
     yaw_deg: float = 30.0
     room_camera_height: tuple[float, float] = (0.8, 1.8)
     street_camera_height: tuple[float, float] = (1.0, 2.5)
+    room_layout: RoomLayout = RoomLayout()
     shadows: bool = True
     device: str = "cpu"
 
@@ -78,6 +83,15 @@ class SyntheticConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        if isinstance(self.room_layout, dict):
+            unknown_keys = set(self.room_layout) - set(RoomLayout.__dataclass_fields__)
+            if unknown_keys:
+                raise DatasetError(f"SyntheticConfig.room_layout: unknown keys {sorted(unknown_keys)}; allowed: "
+                                   f"{sorted(RoomLayout.__dataclass_fields__)}")
+            object.__setattr__(self, "room_layout", RoomLayout(**self.room_layout))
+        elif not isinstance(self.room_layout, RoomLayout):
+            raise DatasetError(f"SyntheticConfig.room_layout: expected a RoomLayout or a dict of its fields, found "
+                               f"{type(self.room_layout).__name__}")
         if self.family_weights is None:
             object.__setattr__(self, "family_weights", (1.0,) * len(self.families))
         unknown = [f for f in self.families if f not in FAMILIES]
@@ -119,7 +133,7 @@ def sample_scene(rng: np.random.Generator, config: SyntheticConfig | None = None
         weights = np.asarray(config.family_weights, dtype=np.float64)
         family = config.families[int(rng.choice(len(config.families), p=weights / weights.sum()))]
     if family == "room":
-        scene, info = sample_room(rng)
+        scene, info = sample_room(rng, layout=config.room_layout)
     elif family == "street":
         scene, info = sample_street(rng)
     else:

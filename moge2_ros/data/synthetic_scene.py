@@ -28,6 +28,7 @@ from moge2_ros.errors import DatasetError
 
 __all__ = [
     "PATTERNS",
+    "RoomLayout",
     "Scene",
     "SceneBuilder",
     "sample_room",
@@ -258,20 +259,62 @@ def _far_enough(x: float, z: float, radius: float, keep_out: list[tuple[float, f
 # ------------------------------------------------------------------------------------------------------- rooms
 
 
+@dataclass(frozen=True)
+class RoomLayout:
+    """Random ranges of a room's layout (uniform draws; metres unless stated).
+
+    The defaults are the generator's original rooms (so frame ``i`` of a seed stays the same): 3-8 m wide, 3-10 m
+    deep, 2.4-3.5 m high, 2-8 furniture boxes, the camera 10-45% of the depth behind the room's centre.
+
+    Attributes:
+        width, depth, height: ranges of the room's size along x, z and y.
+        boxes: ``(min, max)`` number of furniture boxes tried (inclusive; a box that finds no free spot is dropped).
+        camera_depth: range of the camera's z as a fraction of the depth (negative: behind the centre; the far
+            wall is then ``(0.5 - fraction) * depth`` metres ahead).
+    """
+
+    width: tuple[float, float] = (3.0, 8.0)
+    depth: tuple[float, float] = (3.0, 10.0)
+    height: tuple[float, float] = (2.4, 3.5)
+    boxes: tuple[int, int] = (2, 8)
+    camera_depth: tuple[float, float] = (-0.45, -0.1)
+
+    def __post_init__(self) -> None:
+        for name in ("width", "depth", "height", "boxes", "camera_depth"):
+            value = getattr(self, name)
+            if isinstance(value, list):  # YAML / JSON configs
+                object.__setattr__(self, name, tuple(value))
+                value = tuple(value)
+            if len(value) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value) \
+                    or value[0] > value[1]:
+                raise DatasetError(f"RoomLayout.{name}: expected a (min, max) pair of finite numbers with "
+                                   f"min <= max, found {value!r}")
+        if self.height[0] < 1.0 or self.width[0] < 1.0 or self.depth[0] < 1.0:
+            raise DatasetError(f"RoomLayout: width, depth and height must be >= 1 m, found width {self.width}, "
+                               f"depth {self.depth}, height {self.height}")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in self.boxes) or self.boxes[0] < 0:
+            raise DatasetError(f"RoomLayout.boxes: expected integers 0 <= min <= max, found {self.boxes!r}")
+        if not (-0.5 < self.camera_depth[0] and self.camera_depth[1] < 0.5):
+            raise DatasetError(f"RoomLayout.camera_depth: expected fractions in (-0.5, 0.5), found "
+                               f"{self.camera_depth!r}")
+
+
 def sample_room(rng: np.random.Generator, camera_xz: tuple[float, float] | None = None,
-                camera_clearance: float = 0.6) -> tuple[Scene, dict]:
+                camera_clearance: float = 0.6, layout: RoomLayout | None = None) -> tuple[Scene, dict]:
     """A random room: floor, ceiling and four walls, furniture-like boxes, spheres and cylinders, a point light.
 
-    The room spans ``x in [-w/2, w/2]``, ``z in [-d/2, d/2]``, ``y in [-h, 0]`` (floor at ``y = 0``).  Objects
-    keep ``camera_clearance`` metres (horizontally) away from the camera position (``camera_xz``; drawn here if
-    None), so any camera there with a height inside the room sees every object from outside.
+    The room spans ``x in [-w/2, w/2]``, ``z in [-d/2, d/2]``, ``y in [-h, 0]`` (floor at ``y = 0``), with sizes
+    and the number of boxes drawn from ``layout`` (default :class:`RoomLayout`).  Objects keep
+    ``camera_clearance`` metres (horizontally) away from the camera position (``camera_xz``; drawn here if None),
+    so any camera there with a height inside the room sees every object from outside.
 
     Returns:
         ``(scene, info)`` with ``info = {"camera_xz": (x, z), "size": (w, h, d), "camera_height_max": h}``.
     """
-    w, d, h = rng.uniform(3.0, 8.0), rng.uniform(3.0, 10.0), rng.uniform(2.4, 3.5)
+    layout = layout or RoomLayout()
+    w, d, h = rng.uniform(*layout.width), rng.uniform(*layout.depth), rng.uniform(*layout.height)
     if camera_xz is None:
-        camera_xz = (rng.uniform(-0.3, 0.3) * w, rng.uniform(-0.45, -0.1) * d)
+        camera_xz = (rng.uniform(-0.3, 0.3) * w, rng.uniform(*layout.camera_depth) * d)
     b = SceneBuilder("room")
     floor = _random_material(rng, ("checker", "noise", "stripes", "bricks"), (0.2, 1.2))
     wall = _random_material(rng, ("solid", "noise", "stripes", "bricks", "checker"), (0.3, 2.0), saturation=(0.0, 0.5))
@@ -293,7 +336,7 @@ def sample_room(rng: np.random.Generator, camera_xz: tuple[float, float] | None 
         return None
 
     tops: list[tuple[float, float, float]] = []  # (x, z, y_top) of box tops, to put spheres on
-    for _ in range(rng.integers(2, 9)):
+    for _ in range(rng.integers(layout.boxes[0], layout.boxes[1] + 1)):
         hx, hz = rng.uniform(0.15, 1.0), rng.uniform(0.15, 1.0)
         hy = rng.uniform(0.15, min(1.0, 0.45 * h))
         spot = place(math.hypot(hx, hz))
