@@ -20,6 +20,13 @@ demo node's settings (resolution level 0, edge filter 0.04) and ``mean(|depth - 
 (the demo's AbsRel), for the intrinsics estimated (``intrinsics_source:=estimate``, what the demo runs) and given
 (the camera's CameraInfo), each also after the per-frame oracle scale (median ratio to the ground truth): the
 gap between the two is the metric-scale error.
+
+``--scale-bias`` measures where the metric scale goes wrong: ``--count`` held-out rooms (generator seed
+``--seed``, 320x240 unless ``--size``) with their true intrinsics through the demo node's settings, split into
+quartiles of the ground truth's median depth; per quartile the median of (median ground truth / predicted depth)
+and the AbsRel.  ``--layout wide`` draws the rooms from the wider layout of ``configs/train/demo_model_v3.yaml``
+(2.5-8 m wide, 3-16 m deep, 0-8 boxes) instead of the original one; the demo room (median depth about 4 m) is
+then inside the range.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ import time
 from pathlib import Path
 
 from _harness import log, machine_info, machine_line
+
+#: Room layouts of ``--scale-bias`` (keyword arguments of moge2_ros.data.synthetic.RoomLayout).
+LAYOUTS: dict[str, dict] = {
+    "original": {},
+    "wide": {"width": (2.5, 8.0), "depth": (3.0, 16.0), "boxes": (0, 8), "camera_depth": (-0.48, -0.1)},
+}
 
 KEYS = ("depth_metric/rel", "depth_metric/delta1", "depth_scale_invariant/rel", "depth_scale_invariant/delta1",
         "depth_affine_invariant/rel", "depth_affine_invariant/delta1", "fov_x/mae", "fov_x/deviation", "coverage")
@@ -45,9 +58,16 @@ def main() -> int:
     parser.add_argument("--align-resolution", type=int, default=32, help="alignment grid (default 32; official 64)")
     parser.add_argument("--demo-stream", action="store_true",
                         help="measure the demo camera's stream as scripts/demo.sh does (see above) instead")
+    parser.add_argument("--scale-bias", action="store_true",
+                        help="metric scale error of rooms by depth quartile (see above) instead")
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="original",
+                        help="room layout of --scale-bias (default original)")
     args = parser.parse_args()
     if args.demo_stream:
         return demo_stream(args.model)
+    if args.scale_bias:
+        size = "320x240" if args.size == parser.get_default("size") else args.size
+        return scale_bias(args.model, args.count, args.seed, size, args.layout)
 
     from moge2_ros import __version__
     from moge2_ros.assets import resolve_default_model
@@ -135,6 +155,48 @@ def demo_stream(model: str | None, num_frames: int = 24, width: int = 640, heigh
     for key, values in rows.items():
         print(f"| {key} | {np.mean(values):.3f} | {np.min(values):.3f} | {np.max(values):.3f} |")
     print(f"| estimated: fx (px) | {np.mean(fx):.1f} | {np.min(fx):.1f} | {np.max(fx):.1f} |")
+    return 0
+
+
+def scale_bias(model: str | None, count: int, seed: int, size: str, layout: str) -> int:
+    """Median (gt / predicted depth) and AbsRel of ``count`` rooms by quartile of their median ground-truth depth
+    (true intrinsics, the demo node's settings); prints a Markdown table."""
+    import numpy as np
+
+    from moge2_ros.assets import resolve_default_model
+    from moge2_ros.checkpoints import load_model
+    from moge2_ros.data.synthetic import RoomLayout, SyntheticConfig, SyntheticDataset
+    from moge2_ros.inference.predictor import Predictor
+
+    if count < 4:
+        raise SystemExit("--scale-bias needs --count >= 4 (four depth quartiles)")
+    width, height = (int(v) for v in size.lower().split("x"))
+    source, is_default = resolve_default_model(model)
+    predictor = Predictor(load_model(source), device="cpu", resolution_level=0, edge_rtol=0.04)
+    config = SyntheticConfig(families=("room",), room_layout=RoomLayout(**LAYOUTS[layout]))
+    data = SyntheticDataset(count, height, width, seed=seed, config=config)
+    rows = []
+    started = time.perf_counter()
+    for i in range(len(data)):
+        sample = data[i]
+        depth = predictor.predict(sample.image, intrinsics=sample.intrinsics).depth[0].numpy()
+        valid = np.isfinite(depth) & np.isfinite(sample.depth) & (sample.depth > 0)
+        d, g = depth[valid], sample.depth[valid]
+        rows.append((float(np.median(g)), float(np.median(g / d)), float(np.mean(np.abs(d - g) / g))))
+        log(f"{i + 1}/{count}")
+    seconds = time.perf_counter() - started
+    table = np.asarray(rows)
+    print("# Metric scale of rooms by depth (true intrinsics)\n")
+    print(f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`  ")
+    print(f"Model: {'bundled demo model' if is_default else source} ({source}), {predictor.num_tokens} tokens, "
+          f"edge filter 0.04, CPU fp32  ")
+    print(f"Data: {count} rooms {width}x{height}, generator seed {seed}, {layout} layout; {seconds:.0f} s in all\n")
+    print("| median gt depth (m) | frames | median gt / predicted depth | AbsRel |")
+    print("| --- | ---: | ---: | ---: |")
+    for part in np.array_split(np.argsort(table[:, 0]), 4):
+        print(f"| {table[part, 0].min():.2f}-{table[part, 0].max():.2f} | {len(part)} | "
+              f"{np.median(table[part, 1]):.2f} | {table[part, 2].mean():.3f} |")
+    print(f"| all | {count} | {np.median(table[:, 1]):.2f} | {table[:, 2].mean():.3f} |")
     return 0
 
 
