@@ -8,11 +8,13 @@ Policy (DESIGN: latest-frame, extended to several cameras):
 * every camera has one slot holding its newest waiting frame; a frame that arrives while the slot is full
   replaces it and the replaced one is counted as that camera's drop, so no camera queues and latency per camera
   stays bounded at any input rate;
-* the worker takes the **oldest waiting** frame first (by arrival time).  With one slot per camera this is a
-  round robin among the cameras that have something waiting: a camera waits behind at most one frame of every
-  other camera, so none starves, and a silent camera has no slot filled and never blocks the others;
+* the worker takes the frame of the waiting camera **served longest ago** first (a camera never served before
+  any other; between equals the oldest frame): a round robin among the cameras that have something waiting.  A
+  camera waits behind at most one frame of every other camera, so none starves however fast the others send
+  (oldest frame first alone would not do: a camera whose newer frames keep replacing its slot always looks
+  young), and a silent camera has no slot filled and never blocks the others;
 * with ``batch`` on, every other waiting frame of the same *group* (same image size and token grid: frames that
-  can run as one network batch) is taken with it, up to ``max_batch`` frames, oldest first;
+  can run as one network batch) is taken with it, up to ``max_batch`` frames, in the same order;
 * ``max_rate_hz`` caps the frames started per second over all cameras (a batch of n counts as n frames); while
   the cap holds the worker back, newer frames keep replacing the waiting ones.
 """
@@ -72,6 +74,8 @@ class FrameScheduler:
         self._cond = threading.Condition()
         self._slots: dict[str, Waiting | None] = {name: None for name in names}
         self._drops: dict[str, int] = {name: 0 for name in names}
+        self._served: dict[str, int] = {name: -1 for name in names}  # take() number that last served a camera
+        self._takes = 0
         self._next_start = 0.0
         self._stopped = False
         self.max_rate_hz = max_rate_hz
@@ -115,12 +119,12 @@ class FrameScheduler:
         """Wait for the next frame(s) to run and take them out of their slots.
 
         Args:
-            batch: also take every other waiting frame of the same (not None) group as the oldest one.
+            batch: also take every other waiting frame of the same (not None) group as the first one.
             max_batch: largest number of frames taken at once (>= 1).
             timeout: seconds to wait at most (None = until a frame or :meth:`stop`).
 
         Returns:
-            The frames, oldest first (one camera each); empty after :meth:`stop` or the timeout.
+            The frames in serving order (one camera each); empty after :meth:`stop` or the timeout.
         """
         if max_batch < 1:
             raise InputError(f"max_batch: expected an integer >= 1, found {max_batch!r}")
@@ -130,14 +134,17 @@ class FrameScheduler:
                 if self._stopped:
                     return []
                 now = self._clock()
-                waiting = sorted((w for w in self._slots.values() if w is not None), key=lambda w: w.received)
+                waiting = sorted((w for w in self._slots.values() if w is not None),
+                                 key=lambda w: (self._served[w.camera], w.received))
                 hold = self._next_start - now if self._max_rate_hz > 0 else 0.0
                 if waiting and hold <= 0:
                     chosen = [waiting[0]]
                     if batch and waiting[0].group is not None:
                         chosen += [w for w in waiting[1:] if w.group == waiting[0].group][: max_batch - 1]
+                    self._takes += 1
                     for w in chosen:
                         self._slots[w.camera] = None
+                        self._served[w.camera] = self._takes
                     if self._max_rate_hz > 0:
                         self._next_start = now + len(chosen) / self._max_rate_hz
                     return chosen
@@ -168,10 +175,10 @@ class FrameScheduler:
             return dict(self._drops)
 
     def waiting(self) -> list[str]:
-        """The cameras with a frame waiting, oldest first."""
+        """The cameras with a frame waiting, in the order they would be served."""
         with self._cond:
             return [w.camera for w in sorted((w for w in self._slots.values() if w is not None),
-                                             key=lambda w: w.received)]
+                                             key=lambda w: (self._served[w.camera], w.received))]
 
     def stop(self) -> None:
         """Wake the worker: :meth:`take` returns an empty list from now on."""

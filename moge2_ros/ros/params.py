@@ -77,8 +77,17 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("max_pixels", 0, "Largest accepted input image (pixels; 0 = what memory_budget_mb allows at the "
               "current token count); larger frames are rejected before decoding.",
               int_range=(0, DEFAULT_MAX_PIXELS)),
-    ParamSpec("max_rate_hz", 0.0, "Process at most this many frames per second (0 = as fast as possible).",
-              float_range=(0.0, 1000.0)),
+    ParamSpec("max_rate_hz", 0.0, "Process at most this many frames per second, all cameras together (0 = as fast "
+              "as possible).", float_range=(0.0, 1000.0)),
+    # several cameras in one node
+    ParamSpec("cameras", [""], "Camera namespaces this node serves, relative to its own: [front, left] reads "
+              "front/image and front/camera_info and publishes front/depth/image, ... with one model for all; [''] = "
+              "one camera at the node's namespace. A camera's own value of a parameter: <camera>.<name> (README "
+              "'Several cameras, managed node').", restart=True),
+    ParamSpec("batch", "auto", "Frames of several cameras waiting together with the same image size and token grid "
+              "run as one network batch: always, never, or auto (on for backend torch on CUDA; off on a CPU, where it "
+              "measured no reliable gain, and for onnx).", choices=("auto", "always", "never")),
+    ParamSpec("max_batch", 4, "Most frames in one network batch.", int_range=(1, 64)),
     # intrinsics
     ParamSpec("intrinsics_source", "camera_info", "camera_info: use a valid CameraInfo when one arrives (only the "
               "depth shift is solved), estimate otherwise; estimate: always estimate; fixed: use fixed_intrinsics.",

@@ -29,20 +29,33 @@ def test_newest_frame_per_camera_replaces_the_waiting_one_and_counts_a_drop() ->
     assert [(w.camera, w.item) for w in got] == [("front", "f2")]
 
 
-def test_oldest_waiting_first_is_a_round_robin_no_camera_starves() -> None:
+def test_round_robin_no_camera_starves_when_all_send_faster_than_the_worker() -> None:
     clock = FakeClock()
     s = FrameScheduler(["a", "b", "c"], clock=clock)
     served: list[str] = []
-    # "a" floods (a new frame before every take), "b" and "c" send one frame each, early.
-    s.put("b", "b0", received=1.0)
-    s.put("c", "c0", received=2.0)
-    for i in range(6):
-        s.put("a", f"a{i}", received=3.0 + i)
-        got = s.take(timeout=0)
-        served += [w.camera for w in got]
-    assert served[:3] == ["b", "c", "a"]
-    assert served.count("a") == 4  # the rest of the takes serve the only camera with frames
-    assert s.drops() == {"a": 2, "b": 0, "c": 0}  # a0 and a1 were replaced while b and c ran
+    for i in range(9):  # every camera sends a new frame before every take, always in the order a, b, c
+        for name in "abc":
+            clock.t += 0.01
+            s.put(name, f"{name}{i}")
+        served += [w.camera for w in s.take(timeout=0)]
+    assert served == ["a", "b", "c"] * 3  # oldest-frame-first alone would serve "a" every time
+    # 9 frames each, 3 served each; a's and b's newest still wait, c's newest was just served
+    assert s.drops() == {"a": 5, "b": 5, "c": 6}
+    assert s.waiting() == ["a", "b"]
+
+
+def test_first_come_first_served_among_cameras_not_served_yet() -> None:
+    clock = FakeClock()
+    s = FrameScheduler(["a", "b", "c"], clock=clock)
+    s.put("c", "c0", received=1.0)
+    s.put("b", "b0", received=2.0)
+    assert s.waiting() == ["c", "b"]
+    assert [w.camera for w in s.take(timeout=0)] == ["c"]
+    s.put("c", "c1", received=3.0)
+    s.put("a", "a0", received=4.0)
+    assert [w.camera for w in s.take(timeout=0)] == ["b"]  # served never: b (older) and a before c
+    assert [w.camera for w in s.take(timeout=0)] == ["a"]
+    assert [w.camera for w in s.take(timeout=0)] == ["c"]
 
 
 def test_a_silent_camera_never_blocks_the_others() -> None:
