@@ -29,7 +29,8 @@ Several cameras (``cameras:=[front, left]``): one model and one worker serve eve
 topics above under ``front/`` (``front/image``, ``front/depth/image``, ...), its own latest-frame slot, intrinsics,
 scale and anchor state, per-camera parameter overrides ``front.<name>`` and its own /diagnostics status.  The worker
 serves the waiting cameras in turn and runs frames of the same size as one batch (``batch``;
-:mod:`moge2_ros.ros.runtime`, :mod:`moge2_ros.pipeline.scheduler`).
+:mod:`moge2_ros.ros.runtime`, :mod:`moge2_ros.pipeline.scheduler`).  ``moge2_node --managed`` is the lifecycle
+node (:mod:`moge2_ros.ros.lifecycle`), the same code driven by lifecycle transitions.
 
 The node is ROS wiring only: the frame itself (decoding, intrinsics, inference, every output's bytes) is
 :class:`moge2_ros.pipeline.FramePipeline`, the same pipeline ``bag-infer`` runs; the predictor comes from
@@ -46,7 +47,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
-from ..errors import Moge2RosError
+from ..errors import InputError, Moge2RosError
 from .camera_params import declare_node_parameters
 from .host_memory import keep_freed_memory
 from .runtime import Moge2Runtime
@@ -74,9 +75,38 @@ class Moge2Node(Node):
         self.runtime.unload()
 
 
+def managed_flag(argv: list[str]) -> tuple[bool, list[str]]:
+    """``(managed, argv without the flag)``: ``--managed`` or ``--managed=true|false`` before ``--ros-args``.
+
+    Raises:
+        InputError: another value than true / false.
+    """
+    end = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    managed, rest = False, []
+    for i, arg in enumerate(argv):
+        if i < end and (arg == "--managed" or arg.startswith("--managed=")):
+            value = arg.partition("=")[2].lower() if "=" in arg else "true"
+            if value not in ("true", "false"):
+                raise InputError(f"--managed: expected true or false, found {value!r}")
+            managed = value == "true"
+        else:
+            rest.append(arg)
+    return managed, rest
+
+
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``ros2 run moge2_ros moge2_node`` and the ``moge2_node`` console script."""
-    rclpy.init(args=args)
+    """Entry point of ``ros2 run moge2_ros moge2_node`` and the ``moge2_node`` console script; ``--managed`` (or
+    ``--managed=true``, before ``--ros-args``) runs the lifecycle node instead (:mod:`moge2_ros.ros.lifecycle`)."""
+    try:
+        managed, argv = managed_flag(list(sys.argv if args is None else args))
+    except InputError as exc:
+        print(f"moge2_node: {exc}", file=sys.stderr)
+        return 2
+    if managed:
+        from .lifecycle import main as managed_main
+
+        return managed_main(argv)
+    rclpy.init(args=argv)
     reuse_memory = keep_freed_memory()  # no page faults on per-frame buffers (see ros/host_memory.py)
     node = None
     try:
