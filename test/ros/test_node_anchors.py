@@ -3,9 +3,10 @@
 
 The true scale is known by construction: a first frame without anchors gives the network's own points ``P``
 (optical frame) and scale ``s``; then a LiDAR cloud of ``1.7 P`` in a ``lidar`` frame (x forward, y left, z up,
-10 cm above the camera) through ``anchor_points_extrinsic``, a Range reading of the closest surface of ``1.3 P``
-in a narrow cone of a ``sonar`` frame (5 cm below the camera) through ``anchor_range_extrinsic``, and a
-registered 16UC1 depth image of ``1.5 P`` at half resolution with holes.  The node must publish the anchored
+10 cm above the camera) through ``anchor_points_extrinsic`` (and through one of a lidar turned 90 degrees, set
+at run time), a Range reading of the closest surface of ``1.3 P`` in a narrow cone of a ``sonar`` frame (5 cm
+below the camera) through ``anchor_range_extrinsic``, and a registered 16UC1 depth image of ``1.5 P`` at half
+resolution with holes.  The node must publish the anchored
 scale (1.7 s, 1.3 s, 1.5 s) and points, and name the source.  Malformed anchors (NaN cloud, empty cloud, wrong
 frame_id, a stamp 5 s off, truncated data, 2 million random points, a bad quaternion at run time and at
 start-up) must leave the node publishing with the network's scale and be counted in /diagnostics.
@@ -222,6 +223,21 @@ def test_lidar_cloud_in_its_own_frame_sets_the_scale(node: RunningNode, anchor_p
     assert math.isfinite(geometry.scale_log_std) and 0 < geometry.scale_log_std < 0.1
     values = diagnostics(node, lambda v: counter(v, "anchored") >= 1, "an anchored frame in /diagnostics")
     assert counter(values, "anchor_points_used") >= 1
+
+
+def test_extrinsic_changed_at_run_time_is_used(node: RunningNode, anchor_pubs: dict[str, Any],
+                                               network: dict[str, Any]) -> None:
+    # the lidar turned 90 degrees to the left (its x axis along the camera's -x): the start-up extrinsic would put
+    # this cloud beside the camera, outside the image
+    turned = Extrinsic.from_matrix(BODY_TO_OPTICAL @ np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+                                   (0.2, -0.1, 0.0))
+    reset_filter(node, anchor_points_extrinsic=as_param(turned))
+    stamp = node.client.now()
+    truth = LIDAR_SCALE * valid_points(network["points"])[::2]
+    deliver(node, anchor_pubs["points"], lidar_cloud(truth, stamp, extrinsic=turned), "anchor_points_received")
+    geometry, _ = frame_at(node, stamp)
+    assert geometry.scale_source == "points"
+    assert geometry.metric_scale / geometry.network_scale == pytest.approx(LIDAR_SCALE, rel=SCALE_RTOL)
 
 
 def test_range_reading_sets_the_scale(node: RunningNode, anchor_pubs: dict[str, Any],
