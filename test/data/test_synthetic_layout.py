@@ -69,3 +69,19 @@ def test_config_refuses_unknown_layout_keys_and_types() -> None:
         SyntheticConfig(room_layout={"lenght": [3, 4]})
     with pytest.raises(DatasetError, match="room_layout: expected a RoomLayout"):
         SyntheticConfig(room_layout=[3, 4])  # type: ignore[arg-type]
+
+
+def test_training_config_passes_a_layout_to_the_generator(tmp_path) -> None:
+    from moge2_ros.train.config import TrainConfigError, load_config
+
+    path = tmp_path / "train.yaml"
+    path.write_text("data:\n  train:\n    - kind: synthetic\n      count: 2\n      generator:\n"
+                    "        families: [room]\n        room_layout: {depth: [12, 13], boxes: [0, 0]}\n")
+    source = load_config(path).data.train[0]
+    config = SyntheticConfig(**source.generator)
+    assert config.room_layout == RoomLayout(depth=(12.0, 13.0), boxes=(0, 0))
+    _, info = sample_scene(frame_rng(0, 0), config)
+    assert 12.0 <= info["size"][2] <= 13.0
+    path.write_text("data:\n  train:\n    - kind: synthetic\n      generator: {room_layout: {boxes: [3, 1]}}\n")
+    with pytest.raises(TrainConfigError, match=r"data\.train\[0\]\.generator: .*RoomLayout\.boxes"):
+        load_config(path)
