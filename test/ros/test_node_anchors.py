@@ -14,7 +14,8 @@ start-up) must leave the node publishing with the network's scale and be counted
 One node process serves the module (the demo model, 64x48 frames, 108 tokens, ``input_qos`` reliable: a
 best-effort subscription rarely receives a 32 MB cloud whole); the anchoring filter is reset between the parts
 by switching ``anchor_mode`` off and on (run-time parameter), so the parts do not depend on each other's scale.
-A second, short-lived process checks the start-up refusal of a bad quaternion.
+A second, short-lived process checks the start-up refusal of a bad quaternion, and a third serves two cameras
+(``cameras:=[front, left]``), each with its own anchor subscriptions and extrinsic.
 """
 
 from __future__ import annotations
@@ -125,19 +126,20 @@ def reset_filter(node: RunningNode, **params: Any) -> None:
 
 
 def frame_at(node: RunningNode, stamp: Any) -> tuple[Any, np.ndarray]:
-    """Publish the scene (CameraInfo + image) stamped ``stamp``; its geometry message and points (H, W, 3)."""
+    """Publish the scene (CameraInfo + image) stamped ``stamp`` to ``node``'s camera; its geometry message and
+    points (H, W, 3)."""
     rgb, k = scene_rgb(), scene_k()
-    image = rgb_image(stamp, rgb, FRAME_ID)
-    info = camera_info(stamp, k, WIDTH, HEIGHT, FRAME_ID)
+    image = rgb_image(stamp, rgb, node.frame_id)
+    info = camera_info(stamp, k, WIDTH, HEIGHT, node.frame_id)
 
     def publish() -> None:
         node.info_pub.publish(info)
         node.image_pub.publish(image)
 
     got = node.client.request(publish, stamp, [node.outputs[t] for t in OUTPUTS], process=node.process)
-    fields = cloud_fields(got[f"{NAMESPACE}/points"])
+    fields = cloud_fields(got[node.outputs["points"].topic])
     points = np.stack([fields["x"], fields["y"], fields["z"]], axis=-1).astype(np.float64)
-    return got[f"{NAMESPACE}/geometry"], points
+    return got[node.outputs["geometry"].topic], points
 
 
 def diagnostics(node: RunningNode, predicate: Callable[[dict[str, str]], bool], what: str, since: int = 0,
@@ -353,3 +355,49 @@ def test_bad_quaternion_is_refused_at_run_time_and_at_start(node: RunningNode, e
     assert status != 0
     log = process.output()
     assert "cannot start" in log and "anchor_points_extrinsic" in log and "quaternion" in log, log[-2000:]
+
+
+def test_each_camera_of_a_node_has_its_own_anchors(client: RosClient, env: dict[str, str], workdir: Path,
+                                                   tiny_model_path: Path, network: dict[str, Any]) -> None:
+    """Two cameras of one node: ``front`` with a lidar through its own extrinsic override, ``left`` with a cloud
+    in its own optical frame (no extrinsic: identity); neither uses the other's readings."""
+    from multi_camera_helpers import camera_statuses, start_multi
+
+    namespace = "/multi"
+    process, ios = start_multi(
+        client, env, workdir, tiny_model_path, namespace, ["front", "left"], outputs=OUTPUTS, precision="fp32",
+        num_tokens=TOKENS, intrinsics_source="camera_info", diagnostics_period=DIAGNOSTICS_PERIOD,
+        input_qos="reliable", anchor_mode="scale", anchor_points=True,
+        **{"front.anchor_points_extrinsic": as_param(LIDAR), "front.anchor_points_frame": "lidar"})
+    try:
+        diag = client.inboxes["/diagnostics"]
+        cams = {name: RunningNode(process, client, namespace, io.image_pub, io.info_pub, io.outputs, diag,
+                                  io.frame_id) for name, io in ios.items()}
+        pubs = {name: client.publisher(PointCloud2, f"{io.prefix}/anchor/points") for name, io in ios.items()}
+        for pub in pubs.values():
+            client.wait_for_subscribers(pub, process=process)
+        truth = valid_points(network["points"])[::2]  # the same scene and K: the same network output
+
+        stamp = client.now()
+        deliver(cams["front"], pubs["front"], lidar_cloud(LIDAR_SCALE * truth, stamp), "anchor_points_received")
+        front, _ = frame_at(cams["front"], stamp)
+        left, _ = frame_at(cams["left"], stamp)  # same stamp, but its own buffer is empty
+        assert front.scale_source == "points" and left.scale_source == "network"
+        assert front.metric_scale / front.network_scale == pytest.approx(LIDAR_SCALE, rel=SCALE_RTOL)
+
+        stamp = client.now()
+        in_left = points_to_cloud(header(stamp, ios["left"].frame_id),
+                                  (RANGE_SCALE * truth).astype(np.float32).reshape(1, -1, 3), organized=True)
+        deliver(cams["left"], pubs["left"], in_left, "anchor_points_received")
+        left, _ = frame_at(cams["left"], stamp)
+        assert left.scale_source == "points"
+        assert left.metric_scale / left.network_scale == pytest.approx(RANGE_SCALE, rel=SCALE_RTOL)
+
+        statuses = diagnostics(cams["left"], lambda v: True, "per-camera statuses", len(diag))  # a fresh message
+        per_camera = camera_statuses(diag, f"{namespace}/moge2_node")
+        used = {name: counter(per_camera[name], "anchor_points_used") for name in ("front", "left")}
+        assert min(used.values()) >= 1, per_camera  # more than 1 only when a frame was sent again
+        assert counter(statuses, "anchor_points_used") == sum(used.values())  # the node's status sums its cameras
+        assert all(counter(per_camera[name], "anchor_wrong_frame") == 0 for name in ("front", "left"))
+    finally:
+        process.stop()
