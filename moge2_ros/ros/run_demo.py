@@ -16,6 +16,10 @@ model load does not eat the measured time.  What the numbers mean (:meth:`DemoMo
 * latency: receipt time at the monitor minus the header stamp (the camera's wall-clock capture time);
 * AbsRel: ``mean(|depth - gt| / gt)`` of the valid pixels, against the ``depth_gt`` image of the same stamp.
 
+With ``cameras=2`` (:func:`run_demo`) two demo cameras (``/camera/left`` and ``/camera/right``, the second seeing
+the room from another place) feed one ``moge2_node`` (``cameras:=[left, right]``, one model): the report follows
+the left camera as above and adds the node's own counts of each camera from its per-camera /diagnostics status.
+
 The graph is set up for a small CPU: the node takes the camera's images with reliable QoS (the demo camera
 publishes reliable; a best-effort reader of a 0.9 MB image loses it whenever one fragment is lost, which a busy
 2-core machine does all the time), and it gets all CPU cores but one for torch (the camera and this monitor need
@@ -35,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
 from .conversions import image_to_float
@@ -58,9 +63,12 @@ class DemoMonitor(Monitor):
     """The :class:`Monitor` of the demo graph (camera input, depth, points, camera_info) plus the depth error
     against the camera's ``depth_gt`` of the same stamp."""
 
-    def __init__(self, clock: object = time.time) -> None:
-        super().__init__(NAMESPACE, topics=("depth/image", "points", "depth/camera_info"), input_topic="image_raw",
+    def __init__(self, clock: object = time.time, namespace: str = NAMESPACE) -> None:
+        super().__init__(namespace, topics=("depth/image", "points", "depth/camera_info"), input_topic="image_raw",
                          input_reliable=True, clock=clock, node_name="moge2_demo_monitor")  # type: ignore[arg-type]
+        self.camera_status: dict[str, dict[str, str]] = {}  # camera -> its latest /diagnostics values (several)
+        self.also_received: dict[str, int] = {}  # depth/image of the other cameras -> messages received
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_camera_status, 10)
         self.gt: dict[tuple[int, int], Image] = {}  # stamp -> ground-truth message (decoded only when used)
         self.abs_rel: deque[tuple[float, float]] = deque(maxlen=10000)  # (receipt, AbsRel)
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -74,6 +82,29 @@ class DemoMonitor(Monitor):
     def node_ready(self) -> bool:
         """moge2_node has loaded its model: it creates its output publishers only afterwards."""
         return self.publishers("depth/image") > 0
+
+    def _on_camera_status(self, msg: DiagnosticArray) -> None:
+        prefix = f"{NAMESPACE}/moge2_node: camera "
+        for status in msg.status:
+            if status.name.startswith(prefix):
+                self.camera_status[status.name[len(prefix):]] = {kv.key: kv.value for kv in status.values}
+
+    def also_watch(self, topic: str) -> None:
+        """Subscribe to another camera's ``depth/image`` (absolute ``topic``): the node computes only what someone
+        listens to; the depth images received are counted in :attr:`also_received`."""
+        self.also_received[topic] = 0
+
+        def count(msg: Image) -> None:
+            self.also_received[topic] += 1
+
+        self.create_subscription(Image, topic, count, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+
+    def camera_counts(self) -> str:
+        """Each camera's frames received / processed / dropped and latency p50 from the node's per-camera
+        /diagnostics statuses (a node with several cameras), or ''."""
+        return "; ".join(f"{name}: {v.get('received', '?')} received, {v.get('processed', '?')} processed, "
+                         f"{v.get('dropped', '?')} dropped, latency p50 {v.get('latency_p50_ms', '?')} ms"
+                         for name, v in sorted(self.camera_status.items()))
 
     def _on_gt(self, msg: Image) -> None:
         self.gt[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
@@ -142,14 +173,22 @@ def node_threads(env: dict[str, str], cpus: int | None = None) -> dict[str, str]
     return {**env, "OMP_NUM_THREADS": str(max(1, cpus - 1))}
 
 
+#: Demo cameras of ``run_demo(cameras=2)``: name -> horizontal field of view (degrees), so that they differ.
+TWO_CAMERAS: dict[str, float] = {"left": 60.0, "right": 75.0}
+
+
 def run_demo(model: str, duration: float = 20.0, rate_hz: float = 5.0, width: int = 640, height: int = 480,
              resolution_level: int = 0, extra_params: list[str] | None = None, log_dir: Path | None = None,
-             startup_timeout: float = 300.0) -> int:
+             startup_timeout: float = 300.0, cameras: int = 1) -> int:
     """Run the demo graph, measure for ``duration`` seconds from the first depth image, print what it measures.
 
     Returns an exit status: 0, or 1 when a process exits or no depth image arrives within ``startup_timeout``
-    seconds.  ``resolution_level`` defaults to 0 (the fewest tokens) so that the demo stays interactive on a CPU.
+    seconds, 2 for ``cameras`` other than 1 or 2.  ``resolution_level`` defaults to 0 (the fewest tokens) so that
+    the demo stays interactive on a CPU.  ``cameras=2``: two demo cameras into one node (see the module docstring).
     """
+    if cameras not in (1, 2):
+        print(f"[demo] cameras must be 1 or 2, found {cameras!r}", file=sys.stderr)
+        return 2
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="moge2_demo_"))
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -157,25 +196,44 @@ def run_demo(model: str, duration: float = 20.0, rate_hz: float = 5.0, width: in
     env.setdefault("ROS_LOG_DIR", str(log_dir / "ros"))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", env["ROS_AUTOMATIC_DISCOVERY_RANGE"])
     os.environ.setdefault("ROS_LOG_DIR", env["ROS_LOG_DIR"])
-    remap = ["-r", f"__ns:={NAMESPACE}", "-r", "image:=image_raw"]
+    names = list(TWO_CAMERAS) if cameras == 2 else [""]
+    shown = f"{NAMESPACE}/{names[0]}" if names[0] else NAMESPACE  # the camera the report follows
+    node_args = ["-r", f"__ns:={NAMESPACE}"]
+    if names == [""]:
+        node_args += ["-r", "image:=image_raw"]
+    else:
+        node_args += ["-p", "cameras:=[" + ",".join(names) + "]"]
+        node_args += [arg for name in names for arg in ("-r", f"{name}/image:={name}/image_raw")]
     node_env = node_threads(env)
     rclpy.init()
-    monitor = DemoMonitor()  # before the processes, so that its discovery runs while they start
+    monitor = DemoMonitor(namespace=shown)  # before the processes, so that its discovery runs while they start
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["demo_camera"] = _spawn(
-            "moge2_ros.ros.demo_camera", [*remap, "-p", f"rate_hz:={rate_hz}", "-p", f"width:={width}", "-p",
-                                          f"height:={height}"], env, log_dir / "demo_camera.log")
+        for name in names:
+            key = f"demo_camera_{name}" if name else "demo_camera"
+            ns = f"{NAMESPACE}/{name}" if name else NAMESPACE
+            procs[key] = _spawn(
+                "moge2_ros.ros.demo_camera", ["-r", f"__ns:={ns}", "-r", "image:=image_raw", "-p",
+                                              f"rate_hz:={rate_hz}", "-p", f"width:={width}", "-p",
+                                              f"height:={height}", "-p", f"frame_id:={name or 'camera'}_optical_frame",
+                                              *(["-p", f"fov_x_deg:={TWO_CAMERAS[name]}"] if name else [])],
+                env, log_dir / f"{key}.log")
         procs["moge2_node"] = _spawn(
-            "moge2_ros.ros.node", [*remap, "-p", f"model:={model}", "-p", "intrinsics_source:=camera_info",
+            "moge2_ros.ros.node", [*node_args, "-p", f"model:={model}", "-p", "intrinsics_source:=camera_info",
                                    "-p", f"resolution_level:={resolution_level}", "-p", "input_qos:=reliable",
                                    *(extra_params or [])], node_env, log_dir / "moge2_node.log")
-        print(f"[demo] started demo_camera (pid {procs['demo_camera'].pid}) and moge2_node (pid "
-              f"{procs['moge2_node'].pid}, OMP_NUM_THREADS={node_env['OMP_NUM_THREADS']}); logs in {log_dir}")
-        print(f"[demo] topics: {NAMESPACE}/image_raw, {NAMESPACE}/camera_info, {NAMESPACE}/depth_gt (input);")
-        print(f"[demo]         {NAMESPACE}/depth/image, {NAMESPACE}/depth/camera_info, {NAMESPACE}/points, "
-              f"{NAMESPACE}/normals, {NAMESPACE}/mask, {NAMESPACE}/depth/colorized, {NAMESPACE}/geometry, "
-              "/diagnostics")
+        cams = ", ".join(f"{key} (pid {proc.pid})" for key, proc in procs.items() if key != "moge2_node")
+        print(f"[demo] started {cams} and moge2_node (pid {procs['moge2_node'].pid}, OMP_NUM_THREADS="
+              f"{node_env['OMP_NUM_THREADS']}); logs in {log_dir}")
+        for name in names:
+            ns = f"{NAMESPACE}/{name}" if name else NAMESPACE
+            print(f"[demo] topics: {ns}/image_raw, {ns}/camera_info, {ns}/depth_gt (input);")
+            print(f"[demo]         {ns}/depth/image, {ns}/depth/camera_info, {ns}/points, {ns}/normals, {ns}/mask, "
+                  f"{ns}/depth/colorized, {ns}/geometry, /diagnostics")
+        for name in names[1:]:
+            monitor.also_watch(f"{NAMESPACE}/{name}/depth/image")
+        if len(names) > 1:
+            print(f"[demo] one moge2_node ({NAMESPACE}/moge2_node) serves both cameras; the report follows {shown}")
         return _watch(monitor, procs, log_dir, duration, startup_timeout)
     except KeyboardInterrupt:
         return 0
@@ -225,6 +283,11 @@ def _watch(monitor: DemoMonitor, procs: dict[str, subprocess.Popen], log_dir: Pa
     counts = monitor.node_counts()
     if counts:
         print(f"[demo] {counts}")
+    per_camera = monitor.camera_counts()
+    if per_camera:
+        print(f"[demo] per camera: {per_camera}")
+    for topic, received in monitor.also_received.items():
+        print(f"[demo] {topic}: {received} depth images received")
     print("[demo] to look at it: ros2 launch moge2_ros demo.launch.py model:=... use_rviz:=true "
           "(RViz config rviz/moge2.rviz); without ros2 or RViz, run a node and watch it with "
           "'moge2-ros monitor --namespace /camera --snapshot DIR' (README: See the outputs without ros2 or RViz).")
