@@ -67,8 +67,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     # input
     ParamSpec("image_transport", "raw", "Subscribe to 'image' (raw) or 'image/compressed' (compressed).",
               restart=True, choices=("raw", "compressed")),
-    ParamSpec("input_qos", "sensor_data", "QoS of the image and camera_info subscriptions: sensor_data (best effort) "
-              "or reliable. A best-effort subscription also connects to reliable publishers.", restart=True,
+    ParamSpec("input_qos", "sensor_data", "QoS of the image, camera_info and anchor subscriptions: sensor_data (best "
+              "effort) or reliable. A best-effort subscription also connects to reliable publishers, but a large "
+              "message (a dense LiDAR cloud of megabytes) rarely arrives whole over it: use reliable with such "
+              "anchors.", restart=True,
               choices=("sensor_data", "reliable")),
     ParamSpec("memory_budget_mb", 0.0, "Working memory one frame may use above the loaded model, MiB (0 = the "
               "device's default: 2048 on a CPU, or a quarter of its memory if less; half the free memory on CUDA). "
