@@ -22,7 +22,7 @@ from ..errors import InputError
 from .params import BY_NAME, ParamSpec, declare_all, descriptor
 
 __all__ = ["OVERRIDABLE", "camera_cfg", "camera_names", "declare_node_parameters", "declare_overrides", "override_name",
-           "split_override"]
+           "split_override", "undeclared_overrides"]
 
 #: Node parameters a camera may override (those that exist in this version of the parameter table).
 _CANDIDATES: Final[tuple[str, ...]] = (
@@ -138,4 +138,18 @@ def declare_node_parameters(node: Node) -> tuple[dict[str, Any], list[str], dict
     """
     cfg = declare_all(node)
     cameras = camera_names(list(cfg["cameras"]))
-    return cfg, cameras, declare_overrides(node, cameras)
+    overrides = declare_overrides(node, cameras)
+    unknown = undeclared_overrides(node)
+    if unknown:  # rclpy ignores them silently: a misspelt name or a camera not in the list would go unnoticed
+        node.get_logger().warning(
+            f"ignored parameter(s) {', '.join(sorted(unknown))}: not parameters of this node (cameras "
+            f"{list(cameras)}; a camera may override: {', '.join(OVERRIDABLE)})")
+    return cfg, cameras, overrides
+
+
+def undeclared_overrides(node: Node) -> list[str]:
+    """Names given to the node at start-up (``-p``, a parameter file) that it did not declare: ignored by rclpy.
+    Reads rclpy's start-up overrides (``Node._parameter_overrides``; an empty list where a version lacks it)."""
+    given = getattr(node, "_parameter_overrides", None) or {}
+    return [name for name in given if not node.has_parameter(name) and not name.startswith("qos_overrides.")
+            and name != "use_sim_time"]

@@ -50,3 +50,24 @@ def test_camera_cfg_takes_the_node_values_under_the_overrides() -> None:
     node = {"publish_points": True, "num_tokens": 0}
     assert camera_cfg(node, {"publish_points": False}) == {"publish_points": False, "num_tokens": 0}
     assert camera_cfg(node, {}) == node
+
+
+def test_misspelt_overrides_and_unlisted_cameras_are_reported() -> None:
+    """rclpy drops undeclared start-up parameters silently; the node names them (a warning at start-up)."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import Node
+
+    from moge2_ros.ros.camera_params import declare_node_parameters, undeclared_overrides
+
+    context = Context()
+    rclpy.init(context=context, args=["--ros-args", "-p", "cameras:=[front]", "-p", "front.publish_points:=false",
+                                      "-p", "front.publish_pionts:=false", "-p", "rear.num_tokens:=300"])
+    try:
+        node = Node("moge2_params_probe", context=context)
+        cfg, cameras, overrides = declare_node_parameters(node)
+        assert cameras == ["front"] and overrides["front"] == {"publish_points": False}
+        assert sorted(undeclared_overrides(node)) == ["front.publish_pionts", "rear.num_tokens"]
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
