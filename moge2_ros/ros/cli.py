@@ -66,6 +66,8 @@ def add_parsers(sub: Any) -> None:
     demo.add_argument("--rate", type=positive_float, default=5.0, metavar="HZ", help="camera rate (default 5)")
     demo.add_argument("--width", type=positive_int, default=640, help="camera width (default 640)")
     demo.add_argument("--height", type=positive_int, default=480, help="camera height (default 480)")
+    demo.add_argument("--cameras", type=int, choices=(1, 2), default=1,
+                      help="demo cameras: 1 (default), or 2 (left 60 deg, right 75 deg) served by one node")
     demo.add_argument("--log-dir", type=Path, metavar="DIR", help="where the processes' logs go (default: a temp dir)")
     demo.set_defaults(handler=cmd_demo)
 
@@ -119,7 +121,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(model, duration=args.duration, rate_hz=args.rate, width=args.width, height=args.height,
                     resolution_level=args.resolution_level, extra_params=params, log_dir=args.log_dir,
-                    startup_timeout=args.startup_timeout)
+                    startup_timeout=args.startup_timeout, cameras=args.cameras)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:

@@ -185,11 +185,25 @@ class Monitor(Node):
         """Called for every depth image (received at ``now``): a hook for subclasses (the demo's AbsRel)."""
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        """Keep the status of the watched camera: a multi-camera node's own status of the camera whose topics are
+        under :attr:`namespace` (``<node>: camera <name>``, with ``<node namespace>/<name>`` = the namespace), else
+        the status of a node in the namespace (``<namespace>/<node>: MoGe-2 inference``)."""
         prefix = f"{self.namespace}/"
+        chosen = None
         for status in msg.status:
-            if status.name.startswith(prefix) and "moge2" in status.name.lower():
-                self.node_status = (int.from_bytes(status.level, "little") if isinstance(status.level, bytes)
-                                    else int(status.level), status.message, {kv.key: kv.value for kv in status.values})
+            if "moge2" not in status.name.lower():
+                continue
+            node_name, _, what = status.name.partition(": ")
+            node_ns = node_name.rsplit("/", 1)[0]
+            if what.startswith("camera ") and f"{node_ns}/{what[len('camera '):]}" == self.namespace:
+                chosen = status
+                break
+            if status.name.startswith(prefix) and not what.startswith("camera "):
+                chosen = status
+        if chosen is not None:
+            level = chosen.level
+            self.node_status = (int.from_bytes(level, "little") if isinstance(level, bytes) else int(level),
+                                chosen.message, {kv.key: kv.value for kv in chosen.values})
 
     def publishers(self, topic: str) -> int:
         return self.count_publishers(self.full(topic))

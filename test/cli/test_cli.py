@@ -473,8 +473,10 @@ def test_demo_runs_the_node_with_the_model_options(monkeypatch: pytest.MonkeyPat
     assert main(["demo", "--duration", "1", "--device", "cpu", "--num-tokens", "300"]) == 0
     assert calls["model"] == str(demo_model_path())
     assert calls["extra_params"] == ["-p", "device:=cpu", "-p", "precision:=auto", "-p", "num_tokens:=300"]
-    assert (calls["resolution_level"], calls["duration"]) == (0, 1.0)
+    assert (calls["resolution_level"], calls["duration"], calls["cameras"]) == (0, 1.0, 1)
     assert capsys.readouterr().err.count("bundled demo model") == 1
+    assert main(["demo", "--duration", "1", "--cameras", "2"]) == 0 and calls["cameras"] == 2
+    assert main(["demo", "--cameras", "3"]) == 2  # argparse's usage error
 
 
 # ------------------------------------------------------------------------------------------------ console script

@@ -110,3 +110,26 @@ def test_monitor_without_data_waits_then_fails_in_one_line(env: dict[str, str]) 
     errors = run.stderr.strip().splitlines()
     assert len(errors) == 1, run.stderr
     assert errors[0].startswith("moge2-ros: error: nothing arrived within 1.5 s; waiting for /nobody_here/depth/image")
+
+
+def test_monitor_picks_the_status_of_the_watched_camera() -> None:
+    """A single-camera node's status in the watched namespace; with several cameras, the node's own status of the
+    camera whose topics are under the watched namespace (not the node's summary, not another camera's)."""
+    from types import SimpleNamespace
+
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    from moge2_ros.ros.monitor import Monitor
+
+    def status(name: str, processed: int) -> DiagnosticStatus:
+        return DiagnosticStatus(name=name, message="running", values=[KeyValue(key="processed", value=str(processed))])
+
+    array = DiagnosticArray(status=[status("/robot/moge2_node: MoGe-2 inference", 30),
+                                    status("/robot/moge2_node: camera left", 10),
+                                    status("/robot/moge2_node: camera right", 20),
+                                    status("/other/driver: camera left", 99)])
+    for namespace, expected in (("/robot/left", "10"), ("/robot/right", "20"), ("/robot", "30"), ("/nowhere", None)):
+        watcher = SimpleNamespace(namespace=namespace, node_status=None)
+        Monitor._on_diagnostics(watcher, array)  # type: ignore[arg-type]
+        got = watcher.node_status[2]["processed"] if watcher.node_status else None
+        assert got == expected, namespace
