@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,13 +20,6 @@ from moge2_ros.pipeline import OUTPUTS, FrameConfig, FramePipeline, decode_rgb
 WIDTH, HEIGHT = 48, 36
 TOKENS = 64
 GIVEN_K = np.array([[40.123456789, 0.0, 23.3], [0.0, 41.987654321, 17.7], [0.0, 0.0, 1.0]])
-
-
-@pytest.fixture(scope="module")
-def predictor(tiny_model_path: Path) -> Any:
-    from moge2_ros.inference import PredictorOptions, load_predictor
-
-    return load_predictor(PredictorOptions(model=str(tiny_model_path), device="cpu", num_tokens=TOKENS, edge_rtol=0.04))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ whatever the (untrained) model predicts, an anchored scale must reproduce that f
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,20 +21,11 @@ from moge2_ros.io import msg_codec as codec
 from moge2_ros.pipeline import FrameConfig, FramePipeline
 
 W, H = 80, 60
-TOKENS = 64
 K = [60.0, 0.0, 40.5, 0.0, 62.0, 29.0, 0.0, 0.0, 1.0]
 ALL = ("depth", "camera_info", "points", "geometry")
 #: sensor frame -> camera optical frame: 90 degrees about the camera's y axis, and a lever arm
 ROT = (0.0, math.sqrt(0.5), 0.0, math.sqrt(0.5))
 LEVER = (0.1, -0.05, 0.2)
-
-
-@pytest.fixture(scope="module")
-def predictor(tiny_model_path: Path) -> Any:
-    from moge2_ros.inference import PredictorOptions, load_predictor
-
-    return load_predictor(PredictorOptions(model=str(tiny_model_path), device="cpu", num_tokens=TOKENS,
-                                           edge_rtol=0.04, precision="fp32"))
 
 
 @pytest.fixture(scope="module")

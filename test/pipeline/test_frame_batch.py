@@ -22,14 +22,6 @@ TOKENS = 64
 OUT = ("depth", "camera_info", "points", "mask")
 
 
-@pytest.fixture(scope="module")
-def predictor(tiny_model_path: Path) -> Any:
-    from moge2_ros.inference import PredictorOptions, load_predictor
-
-    return load_predictor(PredictorOptions(model=str(tiny_model_path), device="cpu", precision="fp32",
-                                           num_tokens=TOKENS, edge_rtol=0.04))
-
-
 class Recording:
     """Passes through to a predictor and records the batch size of every network call."""
 

@@ -6,7 +6,6 @@ follow a CameraInfo that changes, and a refused CameraInfo falls back to the las
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,20 +17,11 @@ from moge2_ros.io import msg_codec as codec
 from moge2_ros.pipeline import FrameConfig, FramePipeline
 
 W, H = 80, 60
-TOKENS = 64
 K = [60.0, 0.0, 40.5, 0.0, 62.0, 29.0, 0.0, 0.0, 1.0]
 P = [52.0, 0.0, 39.5, 0.0, 0.0, 52.0, 29.5, 0.0, 0.0, 0.0, 1.0, 0.0]
 D = [-0.25, 0.08, 1e-3, -2e-3, -0.01]
 FISHEYE = [0.08, -0.02, 0.005, -0.001]
 ALL = ("depth", "camera_info", "points", "normals", "mask", "colorized", "geometry")
-
-
-@pytest.fixture(scope="module")
-def predictor(tiny_model_path: Path) -> Any:
-    from moge2_ros.inference import PredictorOptions, load_predictor
-
-    return load_predictor(PredictorOptions(model=str(tiny_model_path), device="cpu", num_tokens=TOKENS,
-                                           edge_rtol=0.04, precision="fp32"))
 
 
 @pytest.fixture(scope="module")
