@@ -98,8 +98,12 @@ def test_crafted_images_and_parameters_are_refused_within_the_budget(cam: Runnin
     crafted = [(_lying_jpeg(6000, 6000), "jpeg"), (_png(6000, 6000), "png"), (_png(side, side), "png")]
     assert len(crafted[0][0]) < 1000 and len(crafted[1][0]) < 2_000_000
     before = cam.stable_counters()
-    for data, fmt in crafted:
+    for i, (data, fmt) in enumerate(crafted):
         cam.image_pub.publish(_compressed(cam.client.now(), data, fmt))
+        # counted before the next frame is sent (a good frame sent at once could replace it in the latest-frame slot)
+        cam.client.spin_until(
+            lambda i=i: int(cam.stable_counters(0.3)["over_budget"]) > int(before["over_budget"]) + i,
+            what=f"crafted image {i} to be refused", process=cam.process)
         _good_frame(cam, rgb)  # the node keeps serving good frames between the crafted ones
     after = cam.stable_counters()
     assert int(after["over_budget"]) - int(before["over_budget"]) == len(crafted), after
