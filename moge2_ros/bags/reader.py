@@ -286,9 +286,14 @@ class BagReader:
 
     def definition_differs(self, topic: str) -> bool:
         """Whether ``topic``'s type as recorded in the bag (its RIHS01 hash) differs from the shared typestore's
-        type of the same name, e.g. a ``MonocularGeometry`` written before the message gained fields."""
+        type of the same name, e.g. a ``MonocularGeometry`` written before the message gained fields.  False for a
+        topic the bag does not record (a message decoded with this package's types)."""
         if topic not in self._differs:
-            msgtype, _, digest = self.connection_definition(topic)
+            try:
+                msgtype, _, digest = self.connection_definition(topic)
+            except BagError:
+                self._differs[topic] = False
+                return False
             store = get_typestore()
             differs = False
             if digest and msgtype in store.types:

@@ -47,6 +47,12 @@ FIELDS = {
     "inference_ms": "float",
     "model_id": "string",
     "valid_fraction": "float",
+    "scale_source": "string",
+    "network_scale": "float",
+    "scale_log_std": "float",
+    "anchor_count": "uint32",
+    "anchor_inliers": "uint32",
+    "anchor_residual_m": "float",
 }
 SCALAR_DEFAULTS = {
     "intrinsics_estimated": False,
@@ -57,6 +63,12 @@ SCALAR_DEFAULTS = {
     "inference_ms": 0.0,
     "model_id": "",
     "valid_fraction": 0.0,
+    "scale_source": "",
+    "network_scale": 0.0,
+    "scale_log_std": 0.0,
+    "anchor_count": 0,
+    "anchor_inliers": 0,
+    "anchor_residual_m": 0.0,
 }
 
 # Seconds: discovery takes 0.1-3 s between processes (../shared/notes/ROS_PIP.md); process start-up ~1 s each.
