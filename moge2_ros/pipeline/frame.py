@@ -37,7 +37,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -48,10 +48,6 @@ from moge2_ros.anchors import (
     Anchor,
     AnchorConfig,
     CameraHeightAnchor,
-    DepthImageAnchor,
-    Extrinsic,
-    PointCloudAnchor,
-    RangeAnchor,
     ScaleAnchoring,
     ScaleDecision,
     apply_decision,
@@ -78,6 +74,7 @@ from moge2_ros.io.msg_codec import (
     decode_rgb,
 )
 from moge2_ros.io.plausibility import check_intrinsics
+from moge2_ros.pipeline.frame_anchors import follow_anchor_config, in_rectified_frame, scale_fields
 from moge2_ros.pipeline.rectify import Rectifier, RectifierCache
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -455,7 +452,7 @@ class FramePipeline:
                 self._stabilizer = IntrinsicsStabilizer(config.intrinsics_stabilization, config.intrinsics_window)
             if config.scale_smoothing != old.scale_smoothing:
                 self._smoother = ScaleSmoother(config.scale_smoothing)
-            self._anchoring = _follow_anchor_config(self._anchoring, config.anchors)
+            self._anchoring = follow_anchor_config(self._anchoring, config.anchors)
             self._config = config
 
     def process(self, rgb: np.ndarray, outputs: Collection[str], camera_info: Any = None,
@@ -538,7 +535,7 @@ class FramePipeline:
         if anchoring is not None:
             readings = config.anchor_list(anchors)
             if rectifier is not None:
-                readings = _in_rectified_frame(readings, rectifier)
+                readings = in_rectified_frame(readings, rectifier)
             decision = anchoring.update(geo.points[0], geo.mask[0], geo.intrinsics[0], network_scale, readings,
                                         stamp=stamp, camera_id=camera_id,
                                         normals=geo.normal[0] if geo.normal is not None else None)
@@ -586,7 +583,7 @@ class FramePipeline:
                 metric_scale=float(geo.metric_scale[0]), fov_x_deg=float(geo.fov_x[0]),
                 fov_y_deg=float(geo.fov_y[0]), num_tokens=int(geo.num_tokens), inference_ms=inference_s * 1e3,
                 model_id=str(predictor.model_id), valid_fraction=float(mask_t.float().mean()),
-                **_scale_fields(decision, network_scale),
+                **scale_fields(decision, network_scale),
             )
         return FrameOutputs(
             width=out_w,
@@ -675,68 +672,3 @@ def _raw_camera_info(camera: CameraModel, msg: Any, rectifier: Rectifier) -> Cam
     p[:, :3] = rectifier.k
     return CameraInfoFields(height=camera.height, width=camera.width, distortion_model=camera.distortion_model,
                             d=camera.d.copy(), k=camera.k.ravel().copy(), r=np.eye(3).ravel(), p=p.ravel())
-
-
-def _follow_anchor_config(anchoring: ScaleAnchoring | None, config: AnchorConfig | None) -> ScaleAnchoring | None:
-    """The anchoring for a new configuration: None when off; the running one (its filters kept) when only thresholds
-    change; a new one when it was off or its mode or filter parameters change."""
-    if config is None:
-        return None
-    old = anchoring.config if anchoring is not None else None
-    if anchoring is None or old is None or (old.mode, old.kalman, old.temporal) != \
-            (config.mode, config.kalman, config.temporal):
-        return ScaleAnchoring(config)
-    anchoring.config = config
-    return anchoring
-
-
-def _scale_fields(decision: ScaleDecision | None, network_scale: float) -> dict[str, Any]:
-    """The MonocularGeometry scale fields of a frame (the network's own scale when anchoring is off)."""
-    if decision is None:
-        return {"scale_source": "network", "network_scale": network_scale}
-    return {"scale_source": decision.source, "network_scale": decision.network_scale,
-            "scale_log_std": decision.log_std, "anchor_count": decision.anchor_count,
-            "anchor_inliers": decision.inliers, "anchor_residual_m": decision.residual_m}
-
-
-def _in_rectified_frame(anchors: Sequence[Anchor], rectifier: Rectifier) -> list[Anchor]:
-    """Anchors given in the raw camera's optical frame moved into the rectified camera's (``p_rect = R p_raw``): the
-    extrinsics of clouds and range cones composed with R, the up direction rotated, a registered depth image turned
-    into the raw-frame points of its pixels (the raw camera's undistorted rays).  A reading that is malformed is
-    passed on unchanged: the anchoring refuses and counts it."""
-    r = rectifier.camera.r
-    identity = bool(np.allclose(r, np.eye(3)))
-    out: list[Anchor] = []
-    for anchor in anchors:
-        try:
-            if isinstance(anchor, DepthImageAnchor):
-                anchor = _depth_as_points(anchor, rectifier)
-            elif identity:
-                pass
-            elif isinstance(anchor, (PointCloudAnchor, RangeAnchor)):
-                rot, t = anchor.extrinsic.matrix()
-                anchor = replace(anchor, extrinsic=Extrinsic.from_matrix(r @ rot, r @ t))
-            elif isinstance(anchor, CameraHeightAnchor):
-                _, up = anchor.checked()
-                anchor = replace(anchor, up=tuple(float(c) for c in r @ up))
-        except InputError:
-            pass
-        out.append(anchor)
-    return out
-
-
-def _depth_as_points(anchor: DepthImageAnchor, rectifier: Rectifier) -> PointCloudAnchor:
-    """A depth image registered to the raw (distorted) image as the points of its valid pixels, in the raw camera's
-    optical frame, with the rectification rotation as extrinsic (at most ``anchor.max_samples`` points, a fixed
-    stride)."""
-    camera = rectifier.camera
-    depth = anchor.resampled(camera.width, camera.height)
-    raw = rectifier.raw_grid()
-    valid = np.isfinite(depth) & raw.valid.cpu().numpy()
-    v, u = np.nonzero(valid)
-    if v.size > anchor.max_samples:
-        stride = math.ceil(v.size / anchor.max_samples)
-        v, u = v[::stride], u[::stride]
-    rays = raw.rays.cpu().numpy()[v, u].astype(np.float64)
-    return PointCloudAnchor(rays * depth[v, u][:, None], Extrinsic.from_matrix(camera.r), anchor.stamp,
-                            anchor.weight, kind="depth")
