@@ -143,7 +143,8 @@ class DemoMonitor(Monitor):
             return ""
         failed = ", ".join(f"{s[k]} {k.replace('_', ' ')}" for k in ("bad_input", "over_budget", "errors")
                            if s.get(k, "0") != "0")
-        return (f"moge2_node: {s.get('received', '?')} frames received, {s.get('processed', '?')} processed, "
+        who = f"moge2_node, camera {s['camera']}" if s.get("camera") else "moge2_node"
+        return (f"{who}: {s.get('received', '?')} frames received, {s.get('processed', '?')} processed, "
                 f"{s.get('dropped', '?')} dropped (it keeps only the newest frame){', ' + failed if failed else ''}, "
                 f"inference p50 {s.get('inference_p50_ms', '?')} ms")
 
