@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 
 from moge2_ros.anchors import (
     Anchor,
@@ -88,6 +89,8 @@ def depth_as_points(anchor: DepthImageAnchor, rectifier: Rectifier) -> PointClou
     if v.size > anchor.max_samples:
         stride = math.ceil(v.size / anchor.max_samples)
         v, u = v[::stride], u[::stride]
-    rays = raw.rays.cpu().numpy()[v, u].astype(np.float64)
+    # gather the sampled rays where they live (the inference device): only the samples cross to the host
+    index = torch.from_numpy(v * camera.width + u).to(raw.rays.device)
+    rays = raw.rays.reshape(-1, 3).index_select(0, index).cpu().numpy().astype(np.float64)
     return PointCloudAnchor(rays * depth[v, u][:, None], Extrinsic.from_matrix(camera.r), anchor.stamp,
                             anchor.weight, kind="depth")
