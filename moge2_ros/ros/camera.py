@@ -18,6 +18,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from ..errors import InputError
 from ..io.msg_codec import distortion_note
+from ..pipeline.anchor_msgs import stamp_seconds
 from ..pipeline.frame import BatchItem, FrameOutputs, FramePipeline, decode_rgb
 from . import conversions as conv
 from .node_config import apply_dynamic, frame_config
@@ -210,7 +211,7 @@ class Camera:
         apply_dynamic(self.predictor, cfg)
         rgb = decode_rgb(msg, self.predictor.pixel_limit())  # the header's size is checked before decoding
         header = msg.header
-        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        stamp = stamp_seconds(header)
         inputs = self.anchor_inputs
         anchors = inputs.readings(stamp, header.frame_id) if inputs is not None and cfg["anchor_mode"] != "off" \
             else ()
