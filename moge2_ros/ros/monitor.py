@@ -72,12 +72,14 @@ class Stream:
     def __init__(self, max_samples: int = 10000) -> None:
         self.samples: deque[tuple[float, float]] = deque(maxlen=max_samples)  # (receipt, latency)
         self.count = 0
-        self.first: float | None = None
+        self.first: float | None = None  # receipt time of the first message
+        self.first_stamp: float | None = None  # header stamp of the first message
 
     def add(self, now: float, stamp_s: float) -> None:
         """One message received at ``now`` whose header stamp is ``stamp_s``."""
         self.count += 1
-        self.first = now if self.first is None else self.first
+        if self.first is None:
+            self.first, self.first_stamp = now, stamp_s
         self.samples.append((now, now - stamp_s))
 
     def rate(self, now: float, window_s: float = WINDOW_S) -> float:

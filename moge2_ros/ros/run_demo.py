@@ -267,7 +267,10 @@ def _watch(monitor: DemoMonitor, procs: dict[str, subprocess.Popen], log_dir: Pa
         return 1
     if first is None:
         return 1
-    _say(f"{first - start:4.1f}s  data flowing (first image {image.first - start:.1f} s, first depth image "  # type: ignore[operator]
+    # The monitor's own image subscription may match after the node's: the first depth image's stamp (the camera
+    # image it was computed from) can be earlier than the first image the monitor saw.
+    camera_first = min(image.first, depth.first_stamp)  # type: ignore[type-var]
+    _say(f"{first - start:4.1f}s  data flowing (camera images from {camera_first - start:.1f} s, first depth image "
          f"{depth.first - start:.1f} s after start); measuring for {duration:.0f} s")  # type: ignore[operator]
     for topic in ("image_raw", "depth/image"):
         count = monitor.publishers(topic)

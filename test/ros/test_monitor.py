@@ -133,3 +133,17 @@ def test_monitor_picks_the_status_of_the_watched_camera() -> None:
         Monitor._on_diagnostics(watcher, array)  # type: ignore[arg-type]
         got = watcher.node_status[2]["processed"] if watcher.node_status else None
         assert got == expected, namespace
+
+
+def test_stream_keeps_the_first_receipt_and_stamp_and_rates_young_streams_from_them() -> None:
+    """The demo's "data flowing" line uses the first message's header stamp (the camera image a depth image came
+    from), which can be earlier than the monitor's own first receipt."""
+    from moge2_ros.ros.monitor import Stream
+
+    stream = Stream()
+    assert stream.first is None and stream.first_stamp is None and stream.rate(10.0) == 0.0
+    for k in range(5):
+        stream.add(100.0 + 0.2 * k, 99.9 + 0.2 * k)
+    assert (stream.first, stream.first_stamp) == (100.0, 99.9)
+    assert stream.rate(100.8) == pytest.approx(5.0)  # 4 intervals over 0.8 s: a young stream
+    assert np.allclose(stream.latencies(100.8), 0.1)
