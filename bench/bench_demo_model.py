@@ -27,6 +27,16 @@ quartiles of the ground truth's median depth; per quartile the median of (median
 and the AbsRel.  ``--layout wide`` draws the rooms from the wider layout of ``configs/train/demo_model_v3.yaml``
 (2.5-8 m wide, 3-16 m deep, 0-8 boxes) instead of the original one; the demo room (median depth about 4 m) is
 then inside the range.
+
+``--scale-probe`` asks whether the network's features hold the information the metric scale needs: ``--count``
+held-out rooms (as ``--scale-bias``) through the same Predictor, recording the scale head's input (the class token)
+and the mean of the patch features the neck reads, and the log of each frame's median ground-truth depth.  A ridge
+regression from each feature set to that log depth is scored by 5-fold cross-validation (its penalty chosen inside
+each training fold); the table compares its error with predicting the mean (the spread of the rooms' log depth)
+and with the model's own prediction (log of the median predicted depth, after removing its mean bias).  A probe no
+better than the mean says the features carry no information about how large the room is.  Two more rows split the
+model's own depth: the scale head's output alone, and the rest (the point map after the shift recovered with the
+true focal length) with a constant in place of the head.
 """
 
 from __future__ import annotations
@@ -60,14 +70,17 @@ def main() -> int:
                         help="measure the demo camera's stream as scripts/demo.sh does (see above) instead")
     parser.add_argument("--scale-bias", action="store_true",
                         help="metric scale error of rooms by depth quartile (see above) instead")
+    parser.add_argument("--scale-probe", action="store_true",
+                        help="linear probe: is the room's depth scale in the features? (see above) instead")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="original",
-                        help="room layout of --scale-bias (default original)")
+                        help="room layout of --scale-bias / --scale-probe (default original)")
     args = parser.parse_args()
     if args.demo_stream:
         return demo_stream(args.model)
-    if args.scale_bias:
+    if args.scale_bias or args.scale_probe:
         size = "320x240" if args.size == parser.get_default("size") else args.size
-        return scale_bias(args.model, args.count, args.seed, size, args.layout)
+        run = scale_probe if args.scale_probe else scale_bias
+        return run(args.model, args.count, args.seed, size, args.layout)
 
     from moge2_ros import __version__
     from moge2_ros.assets import resolve_default_model
@@ -158,23 +171,30 @@ def demo_stream(model: str | None, num_frames: int = 24, width: int = 640, heigh
     return 0
 
 
-def scale_bias(model: str | None, count: int, seed: int, size: str, layout: str) -> int:
-    """Median (gt / predicted depth) and AbsRel of ``count`` rooms by quartile of their median ground-truth depth
-    (true intrinsics, the demo node's settings); prints a Markdown table."""
-    import numpy as np
-
+def _held_out_rooms(model: str | None, count: int, seed: int, size: str, layout: str):
+    """``(predictor, rooms dataset, model source, is_default, width, height)`` of ``--scale-bias`` /
+    ``--scale-probe``: the demo node's settings (resolution level 0, edge filter 0.04), CPU fp32."""
     from moge2_ros.assets import resolve_default_model
     from moge2_ros.checkpoints import load_model
     from moge2_ros.data.synthetic import RoomLayout, SyntheticConfig, SyntheticDataset
     from moge2_ros.inference.predictor import Predictor
 
-    if count < 4:
-        raise SystemExit("--scale-bias needs --count >= 4 (four depth quartiles)")
     width, height = (int(v) for v in size.lower().split("x"))
     source, is_default = resolve_default_model(model)
     predictor = Predictor(load_model(source), device="cpu", resolution_level=0, edge_rtol=0.04)
     config = SyntheticConfig(families=("room",), room_layout=RoomLayout(**LAYOUTS[layout]))
     data = SyntheticDataset(count, height, width, seed=seed, config=config)
+    return predictor, data, source, is_default, width, height
+
+
+def scale_bias(model: str | None, count: int, seed: int, size: str, layout: str) -> int:
+    """Median (gt / predicted depth) and AbsRel of ``count`` rooms by quartile of their median ground-truth depth
+    (true intrinsics, the demo node's settings); prints a Markdown table."""
+    import numpy as np
+
+    if count < 4:
+        raise SystemExit("--scale-bias needs --count >= 4 (four depth quartiles)")
+    predictor, data, source, is_default, width, height = _held_out_rooms(model, count, seed, size, layout)
     rows = []
     started = time.perf_counter()
     for i in range(len(data)):
@@ -197,6 +217,91 @@ def scale_bias(model: str | None, count: int, seed: int, size: str, layout: str)
         print(f"| {table[part, 0].min():.2f}-{table[part, 0].max():.2f} | {len(part)} | "
               f"{np.median(table[part, 1]):.2f} | {table[part, 2].mean():.3f} |")
     print(f"| all | {count} | {np.median(table[:, 1]):.2f} | {table[:, 2].mean():.3f} |")
+    return 0
+
+
+def _ridge_cv_rms(x, y, folds: int = 5, penalties=(0.1, 1.0, 10.0, 100.0, 1000.0)) -> float:
+    """Root-mean-square error of a ridge regression ``x (N, F) -> y (N,)`` over ``folds``-fold cross-validation,
+    the penalty of each fold chosen by an inner ``folds - 1``-fold cross-validation on its training part."""
+    import numpy as np
+
+    def fit_predict(tr, te, penalty):
+        mean, std = x[tr].mean(0), x[tr].std(0) + 1e-6
+        a = np.c_[(x[tr] - mean) / std, np.ones(len(tr))]
+        reg = penalty * np.eye(a.shape[1])
+        reg[-1, -1] = 0.0  # the intercept is not penalised
+        w = np.linalg.solve(a.T @ a + reg, a.T @ y[tr])
+        return np.c_[(x[te] - mean) / std, np.ones(len(te))] @ w
+
+    def inner_error(idx, penalty):
+        parts = np.array_split(idx, folds - 1)
+        return sum(float(np.sum((fit_predict(np.concatenate(parts[:k] + parts[k + 1:]), part, penalty)
+                                 - y[part]) ** 2)) for k, part in enumerate(parts))
+
+    order = np.random.default_rng(0).permutation(len(y))
+    errors = np.empty(len(y))
+    for k, test in enumerate(np.array_split(order, folds)):
+        train = np.setdiff1d(order, test)
+        best = min(penalties, key=lambda p: inner_error(train, p))
+        errors[test] = fit_predict(train, test, best) - y[test]
+    return float(np.sqrt(np.mean(errors ** 2)))
+
+
+def scale_probe(model: str | None, count: int, seed: int, size: str, layout: str) -> int:
+    """Linear probe of the metric-scale information in the features (see the module docstring); prints a Markdown
+    table of log-depth errors (natural log: 0.10 is about a 10 % scale error)."""
+    import numpy as np
+    import torch
+
+    if count < 20:
+        raise SystemExit("--scale-probe needs --count >= 20 (5-fold cross-validation)")
+    predictor, data, source, is_default, width, height = _held_out_rooms(model, count, seed, size, layout)
+    net = predictor.model
+    if not net.has_head("scale_head"):
+        raise SystemExit(f"{source}: the model has no metric-scale head to probe")
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [net.scale_head.register_forward_pre_hook(lambda m, args: seen.__setitem__("cls", args[0].detach())),
+             net.scale_head.register_forward_hook(lambda m, args, out: seen.__setitem__("log_scale", out.detach())),
+             # the neck's first input is the encoder's patch features with the 2 uv channels appended
+             net.neck.register_forward_pre_hook(lambda m, args: seen.__setitem__("patch", args[0][0][:, :-2].detach()))]
+    cls, patch, log_gt, log_pred, log_head = [], [], [], [], []
+    started = time.perf_counter()
+    try:
+        for i in range(len(data)):
+            sample = data[i]
+            depth = predictor.predict(sample.image, intrinsics=sample.intrinsics).depth[0].numpy()
+            valid = np.isfinite(depth) & np.isfinite(sample.depth) & (sample.depth > 0)
+            cls.append(seen["cls"][0].float().numpy())
+            patch.append(seen["patch"][0].float().mean(dim=(1, 2)).numpy())
+            log_gt.append(float(np.log(np.median(sample.depth[valid]))))
+            log_pred.append(float(np.log(np.median(depth[valid]))))
+            log_head.append(float(seen["log_scale"].flatten()[0]))  # the head's output is the log of the scale
+            log(f"{i + 1}/{count}")
+    finally:
+        for hook in hooks:
+            hook.remove()
+    seconds = time.perf_counter() - started
+    y, own = np.asarray(log_gt), np.asarray(log_pred)
+    print("# Is the room's scale in the features? (linear probe)\n")
+    print(f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`  ")
+    print(f"Model: {'bundled demo model' if is_default else source} ({source}), {predictor.num_tokens} tokens, "
+          f"CPU fp32  ")
+    print(f"Data: {count} rooms {width}x{height}, generator seed {seed}, {layout} layout; {seconds:.0f} s in all  ")
+    print("Target: log of each frame's median ground-truth depth; errors are root mean square, 5-fold CV\n")
+    print("| predictor of log median depth | RMS error | correlation with the truth |")
+    print("| --- | ---: | ---: |")
+    print(f"| the mean of the rooms (no information) | {y.std():.3f} | — |")
+    bias = float(np.mean(own - y))
+    print(f"| the model's own depth, mean bias ({bias:+.3f}) removed | {np.sqrt(np.mean((own - bias - y) ** 2)):.3f} | "
+          f"{np.corrcoef(own, y)[0, 1]:+.2f} |")
+    rest = own - np.asarray(log_head)  # the depth without the head's scale: the point map after its shift
+    print(f"| the model with a constant instead of its scale head (fitted by the same CV) | "
+          f"{_ridge_cv_rms(np.zeros((len(y), 1)), y - rest):.3f} | {np.corrcoef(rest, y)[0, 1]:+.2f} |")
+    print(f"| the scale head's output alone, mean bias removed | "
+          f"{np.sqrt(np.mean((log_head - np.mean(np.asarray(log_head) - y) - y) ** 2)):.3f} | "
+          f"{np.corrcoef(log_head, y)[0, 1]:+.2f} |")
+    for name, features in (("class token (the scale head's input)", cls), ("mean patch feature", patch)):
+        print(f"| ridge on the {name}, {len(features[0])} values | {_ridge_cv_rms(np.asarray(features), y):.3f} | — |")
     return 0
 
 

@@ -1,0 +1,51 @@
+"""bench/bench_demo_model.py: the cross-validated ridge probe behind ``--scale-probe`` and a short run of that mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "bench_demo_model.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_demo_model", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(SCRIPT.parent))  # as when the script runs: its folder (``_harness``) is importable
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+
+def test_ridge_probe_finds_information_that_is_there_and_none_that_is_not(bench) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 12))
+    y = x @ rng.normal(size=12) * 0.1 + 0.02 * rng.normal(size=200)
+    informative = bench._ridge_cv_rms(x, y)
+    assert informative < 0.2 * y.std()  # the noise level (0.02), far below the spread
+    noise = bench._ridge_cv_rms(rng.normal(size=(200, 12)), y)
+    assert 0.95 * y.std() < noise < 1.3 * y.std()  # unrelated features: no better than predicting the mean
+    constant = bench._ridge_cv_rms(np.zeros((200, 1)), y)  # the intercept alone: the cross-validated mean
+    assert constant == pytest.approx(y.std(), rel=0.05)
+
+
+def test_scale_probe_prints_its_table(tiny_model_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(SCRIPT), "--scale-probe", "--model", str(tiny_model_path),
+                          "--count", "20", "--size", "96x72"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
+    for name in ("the mean of the rooms (no information)", "ridge on the class token (the scale head's input), 96 values",
+                 "ridge on the mean patch feature, 96 values"):
+        assert name in rows, out.stdout
+        assert float(rows[name].split("|")[2]) > 0, rows[name]
+    too_few = subprocess.run([sys.executable, str(SCRIPT), "--scale-probe", "--count", "5"], capture_output=True,
+                             text=True, timeout=120)
+    assert too_few.returncode != 0 and "--count >= 20" in too_few.stderr
