@@ -153,6 +153,10 @@ class Camera:
         self.stats.on_dropped()
         self._total.on_dropped()
 
+    def on_unwatched(self) -> None:
+        self.stats.on_unwatched()
+        self._total.on_unwatched()
+
     def on_failure(self, kind: str, message: str, frame: bool = True) -> None:
         text = f"camera {self.name}: {message}" if self.name else message
         self.stats.on_failure(kind, message, frame=frame)
@@ -230,8 +234,10 @@ class Camera:
         self.deliver(msg, received, item, frame, publish)
 
     def deliver(self, msg: Any, received: float, item: BatchItem, frame: FrameOutputs | None, publish: bool) -> None:
-        """Report and publish the outputs of ``msg``'s frame (None: nobody listened, nothing ran)."""
+        """Report and publish the outputs of ``msg``'s frame (None: nobody listened, nothing ran: counted as
+        ``unwatched``)."""
         if frame is None:
+            self.on_unwatched()
             return
         self.report(frame, item.camera_info)
         if publish:

@@ -265,7 +265,7 @@ class Monitor(Node):
         if self.node_status is None:
             return ""
         level, message, values = self.node_status
-        failures = ("bad_input", "over_budget", "errors")
+        failures = ("unwatched", "bad_input", "over_budget", "errors")  # shown when not zero
         counts = ", ".join(f"{values[k]} {k.replace('_', ' ')}" for k in ("received", "processed", "dropped", *failures)
                            if k in values and (k not in failures or values[k] != "0"))
         return f"moge2_node {LEVELS.get(level, str(level))}: {message}" + (f" ({counts})" if counts else "")

@@ -143,6 +143,8 @@ class DemoMonitor(Monitor):
             return ""
         failed = ", ".join(f"{s[k]} {k.replace('_', ' ')}" for k in ("bad_input", "over_budget", "errors")
                            if s.get(k, "0") != "0")
+        if s.get("unwatched", "0") != "0":  # e.g. frames before the monitor's subscriptions matched
+            failed = ", ".join(t for t in (f"{s['unwatched']} with no subscriber (not computed)", failed) if t)
         who = f"moge2_node, camera {s['camera']}" if s.get("camera") else "moge2_node"
         return (f"{who}: {s.get('received', '?')} frames received, {s.get('processed', '?')} processed, "
                 f"{s.get('dropped', '?')} dropped (it keeps only the newest frame){', ' + failed if failed else ''}, "

@@ -14,7 +14,8 @@ class PipelineStats:
     """Thread-safe counters and a sliding window of event times / latencies.
 
     Counters: ``received`` (frames arrived), ``processed`` (frames published), ``dropped`` (frames overwritten
-    before processing: the latest-frame policy), ``bad_input`` (rejected messages), ``over_budget`` (frames refused
+    before processing: the latest-frame policy), ``unwatched`` (frames taken while no output had a subscriber: not
+    computed), ``bad_input`` (rejected messages), ``over_budget`` (frames refused
     by the memory budget or the image size limit, before decoding), ``errors`` (frames that failed for another
     reason), ``rejected_params`` (refused parameter changes); with metric anchoring on: ``anchored`` (frames whose
 scale the anchors set), ``anchor_fallback`` (frames that kept the network's / filter's scale), ``anchor_gated``
@@ -29,7 +30,7 @@ camera, outside the image, out of range, malformed).  Rates, percentiles and ``r
         self._received: deque[float] = deque(maxlen=max_samples)
         self._processed: deque[tuple[float, float, float]] = deque(maxlen=max_samples)  # (t, latency, inference)
         self._failed: deque[float] = deque(maxlen=max_samples)
-        self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad_input": 0, "over_budget": 0, "errors": 0,
+        self.counts = {"received": 0, "processed": 0, "dropped": 0, "unwatched": 0, "bad_input": 0, "over_budget": 0, "errors": 0,
                        "rejected_params": 0}
         self.last_error = ""
         self._anchored: deque[float] = deque(maxlen=max_samples)
@@ -44,6 +45,11 @@ camera, outside the image, out of range, malformed).  Rates, percentiles and ``r
     def on_dropped(self) -> None:
         with self._lock:
             self.counts["dropped"] += 1
+
+    def on_unwatched(self) -> None:
+        """A frame taken from the slot but not computed: no output had a subscriber."""
+        with self._lock:
+            self.counts["unwatched"] += 1
 
     def on_processed(self, latency_s: float, inference_s: float, now: float | None = None) -> None:
         with self._lock:

@@ -510,7 +510,7 @@ def diagnostics_values(array: Any, name_contains: str = "moge2_node") -> dict[st
 
 
 #: Frame counters of the node's /diagnostics (moge2_ros.ros.stats.PipelineStats).
-COUNTERS = ("received", "processed", "dropped", "bad_input", "over_budget", "errors")
+COUNTERS = ("received", "processed", "dropped", "unwatched", "bad_input", "over_budget", "errors")
 
 
 def wait_for_stable_counters(client: RosClient, diagnostics: Inbox, status_prefix: str,

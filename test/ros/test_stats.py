@@ -65,3 +65,15 @@ def test_thread_safe_counting():
     for t in threads:
         t.join()
     assert s.counts["received"] == 8000 and s.counts["dropped"] == 8000
+
+
+def test_unwatched_frames_are_counted_apart_from_drops_and_failures():
+    s = PipelineStats()
+    for _ in range(3):
+        s.on_received()
+    s.on_unwatched()
+    s.on_dropped()
+    s.on_processed(0.01, 0.005)
+    snap = s.snapshot()
+    assert (snap["received"], snap["processed"], snap["dropped"], snap["unwatched"]) == (3, 1, 1, 1)
+    assert snap["recent_failures"] == 0  # not computing for nobody is not a failure
