@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,17 +11,6 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "bench_demo_model.py"
 
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_demo_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPT.parent))  # as when the script runs: its folder (``_harness``) is importable
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
 
 
 def test_ridge_probe_finds_information_that_is_there_and_none_that_is_not(bench) -> None:

@@ -4,7 +4,6 @@ recorded in docs/BENCHMARKS.md)."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from importlib.metadata import version
@@ -15,17 +14,6 @@ import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "bench_official.py"
 
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_official", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPT.parent))  # as when the script runs: its folder (``_harness``) is importable
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
 
 
 def test_help_runs_without_torch_or_the_official_code():
