@@ -126,13 +126,10 @@ def main() -> int:
 def demo_stream(model: str | None, num_frames: int = 24, width: int = 640, height: int = 480,
                 fov_x_deg: float = 60.0) -> int:
     """Depth AbsRel of ``model`` on the demo camera's loop (see the module docstring); prints a Markdown table."""
-    import math
-
     import numpy as np
 
     from moge2_ros.assets import resolve_default_model
     from moge2_ros.checkpoints import load_model
-    from moge2_ros.data.example import render_example_scene
     from moge2_ros.inference.predictor import Predictor
 
     source, is_default = resolve_default_model(model)
@@ -140,10 +137,7 @@ def demo_stream(model: str | None, num_frames: int = 24, width: int = 640, heigh
     rows: dict[str, list[float]] = {}
     fx: list[float] = []
     started = time.perf_counter()
-    for i in range(num_frames):  # demo_camera.DemoCamera.frame(i)
-        phase = 2 * math.pi * i / num_frames
-        scene = render_example_scene(width, height, fov_x_deg, camera_position=(
-            0.5 * math.sin(phase), 0.0, 0.6 * (1 - math.cos(phase))))
+    for i, scene in enumerate(_demo_frames(range(num_frames), num_frames, width, height, fov_x_deg)):
         for name, geometry in (("estimated", predictor.predict(scene.rgb)),
                                ("given", predictor.predict(scene.rgb, intrinsics=scene.intrinsics))):
             depth, gt = geometry.depth[0].numpy(), scene.depth
@@ -169,6 +163,19 @@ def demo_stream(model: str | None, num_frames: int = 24, width: int = 640, heigh
         print(f"| {key} | {np.mean(values):.3f} | {np.min(values):.3f} | {np.max(values):.3f} |")
     print(f"| estimated: fx (px) | {np.mean(fx):.1f} | {np.min(fx):.1f} | {np.max(fx):.1f} |")
     return 0
+
+
+def _demo_frames(indices, num_frames: int = 24, width: int = 640, height: int = 480, fov_x_deg: float = 60.0):
+    """The demo camera's frames ``indices`` of its ``num_frames`` loop (``demo_camera.DemoCamera.frame``), as
+    :class:`~moge2_ros.data.example.ExampleScene`, rendered one by one."""
+    import math
+
+    from moge2_ros.data.example import render_example_scene
+
+    for i in indices:
+        phase = 2 * math.pi * i / num_frames
+        yield render_example_scene(width, height, fov_x_deg, camera_position=(
+            0.5 * math.sin(phase), 0.0, 0.6 * (1 - math.cos(phase))))
 
 
 def _held_out_rooms(model: str | None, count: int, seed: int, size: str, layout: str):
@@ -265,6 +272,7 @@ def scale_probe(model: str | None, count: int, seed: int, size: str, layout: str
              # the neck's first input is the encoder's patch features with the 2 uv channels appended
              net.neck.register_forward_pre_hook(lambda m, args: seen.__setitem__("patch", args[0][0][:, :-2].detach()))]
     cls, patch, log_gt, log_pred, log_head = [], [], [], [], []
+    demo_ratio, demo_log_head = [], []
     started = time.perf_counter()
     try:
         for i in range(len(data)):
@@ -277,10 +285,15 @@ def scale_probe(model: str | None, count: int, seed: int, size: str, layout: str
             log_pred.append(float(np.log(np.median(depth[valid]))))
             log_head.append(float(seen["log_scale"].flatten()[0]))  # the head's output is the log of the scale
             log(f"{i + 1}/{count}")
+        seconds = time.perf_counter() - started
+        for scene in _demo_frames(range(0, 24, 3)):  # the demo room, CameraInfo given: every third frame
+            depth = predictor.predict(scene.rgb, intrinsics=scene.intrinsics).depth[0].numpy()
+            valid = np.isfinite(depth) & (scene.depth > 0)
+            demo_ratio.append(float(np.median(scene.depth[valid]) / np.median(depth[valid])))
+            demo_log_head.append(float(seen["log_scale"].flatten()[0]))
     finally:
         for hook in hooks:
             hook.remove()
-    seconds = time.perf_counter() - started
     y, own = np.asarray(log_gt), np.asarray(log_pred)
     print("# Is the room's scale in the features? (linear probe)\n")
     print(f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`  ")
@@ -302,6 +315,12 @@ def scale_probe(model: str | None, count: int, seed: int, size: str, layout: str
           f"{np.corrcoef(log_head, y)[0, 1]:+.2f} |")
     for name, features in (("class token (the scale head's input)", cls), ("mean patch feature", patch)):
         print(f"| ridge on the {name}, {len(features[0])} values | {_ridge_cv_rms(np.asarray(features), y):.3f} | — |")
+    # The demo room with the model's head, and with the constant that replaces it above (fitted on all the rooms).
+    constant = float(np.mean(y - rest))
+    with_constant = np.asarray(demo_ratio) * np.exp(np.asarray(demo_log_head) - constant)
+    print(f"\nDemo room (8 frames of the demo loop, CameraInfo given): median ground truth / predicted depth "
+          f"{np.median(demo_ratio):.2f} with the model's scale head, {np.median(with_constant):.2f} with the constant "
+          f"(1.00 = right scale)")
     return 0
 
 

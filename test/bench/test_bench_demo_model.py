@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,11 @@ def test_scale_probe_prints_its_table(tiny_model_path: Path) -> None:
                  "ridge on the mean patch feature, 96 values"):
         assert name in rows, out.stdout
         assert float(rows[name].split("|")[2]) > 0, rows[name]
+    demo = [line for line in out.stdout.splitlines() if line.startswith("Demo room")]
+    assert len(demo) == 1, out.stdout
+    head, constant = (float(v) for v in re.findall(r"depth (\S+) with the model's scale head, (\S+) with the constant",
+                                                    demo[0])[0])
+    assert head > 0 and constant > 0, demo[0]
     too_few = subprocess.run([sys.executable, str(SCRIPT), "--scale-probe", "--count", "5"], capture_output=True,
                              text=True, timeout=120)
     assert too_few.returncode != 0 and "--count >= 20" in too_few.stderr
