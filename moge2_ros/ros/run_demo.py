@@ -71,6 +71,8 @@ class DemoMonitor(Monitor):
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_camera_status, 10)
         self.gt: dict[tuple[int, int], Image] = {}  # stamp -> ground-truth message (decoded only when used)
         self.abs_rel: deque[tuple[float, float]] = deque(maxlen=10000)  # (receipt, AbsRel)
+        # (receipt, median ground truth / predicted depth, AbsRel after multiplying the depth by that ratio)
+        self.scale_split: deque[tuple[float, float, float]] = deque(maxlen=10000)
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Image, self.full("depth_gt"), self._on_gt, qos)
 
@@ -118,7 +120,24 @@ class DemoMonitor(Monitor):
         pred, gt = image_to_float(msg), image_to_float(gt_msg)
         valid = np.isfinite(pred) & np.isfinite(gt) & (gt > 0)
         if valid.any():
-            self.abs_rel.append((now, float(np.mean(np.abs(pred[valid] - gt[valid]) / gt[valid]))))
+            p, g = pred[valid], gt[valid]
+            self.abs_rel.append((now, float(np.mean(np.abs(p - g) / g))))
+            ratio = float(np.median(g / p))
+            self.scale_split.append((now, ratio, float(np.mean(np.abs(ratio * p - g) / g))))
+
+    def scale_report(self, since: float, bundled_model: bool = False) -> str:
+        """The depth error since ``since`` (receipt time) split into the metric scale and the shape, in one line
+        (with what it means for the bundled demo model when ``bundled_model``), or ''."""
+        rows = np.array([(r, a) for t, r, a in self.scale_split if t >= since])
+        if not rows.size:
+            return ""
+        ratio, aligned = float(np.median(rows[:, 0])), float(np.mean(rows[:, 1]))
+        line = (f"depth scale: median ground truth / predicted {ratio:.2f} (1.00 = metres right); AbsRel {aligned:.3f} "
+                "once each frame's scale is fitted (the shape)")
+        if bundled_model:
+            line += ("; the bundled demo model gets the shape, not a room's size (docs/DEMO_MODEL.md): a metric "
+                     "anchor (README, Metric anchors) or the official weights give the metres")
+        return line
 
     def demo_report(self, now: float | None = None, window_s: float = WINDOW_S) -> str:
         """Rates, latency p50 and AbsRel over the last ``window_s`` seconds, in one line (the demo's format)."""
@@ -237,7 +256,7 @@ def run_demo(model: str, duration: float = 20.0, rate_hz: float = 5.0, width: in
             monitor.also_watch(f"{NAMESPACE}/{name}/depth/image")
         if len(names) > 1:
             print(f"[demo] one moge2_node ({NAMESPACE}/moge2_node) serves both cameras; the report follows {shown}")
-        return _watch(monitor, procs, log_dir, duration, startup_timeout)
+        return _watch(monitor, procs, log_dir, duration, startup_timeout, _is_bundled(model))
     except KeyboardInterrupt:
         return 0
     finally:
@@ -252,7 +271,7 @@ def _say(line: str) -> None:
 
 
 def _watch(monitor: DemoMonitor, procs: dict[str, subprocess.Popen], log_dir: Path, duration: float,
-           startup_timeout: float) -> int:
+           startup_timeout: float, bundled_model: bool = False) -> int:
     """Spin ``monitor``: say what is awaited until data flows (the monitor has the camera's first image and the
     node's first depth image), then report every :data:`REPORT_PERIOD_S` for ``duration`` s from then on."""
     image, depth = monitor.topics["image_raw"], monitor.topics["depth/image"]
@@ -294,10 +313,24 @@ def _watch(monitor: DemoMonitor, procs: dict[str, subprocess.Popen], log_dir: Pa
         print(f"[demo] per camera: {per_camera}")
     for topic, received in monitor.also_received.items():
         print(f"[demo] {topic}: {received} depth images received")
+    split = monitor.scale_report(first, bundled_model)
+    if split:
+        print(f"[demo] {split}")
     print("[demo] to look at it: ros2 launch moge2_ros demo.launch.py model:=... use_rviz:=true "
           "(RViz config rviz/moge2.rviz); without ros2 or RViz, run a node and watch it with "
           "'moge2-ros monitor --namespace /camera --snapshot DIR' (README: See the outputs without ros2 or RViz).")
     return 0
+
+
+def _is_bundled(model: str) -> bool:
+    """Whether ``model`` is the bundled demo model's file."""
+    from ..assets import demo_model_path
+    from ..errors import Moge2RosError
+
+    try:
+        return Path(model).resolve() == demo_model_path().resolve()
+    except (Moge2RosError, OSError):
+        return False
 
 
 def _exited(procs: dict[str, subprocess.Popen], log_dir: Path) -> bool:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from moge2_ros.ros.run_demo import Stream, node_threads, waiting_for
+from moge2_ros.ros.run_demo import DemoMonitor, Stream, _is_bundled, node_threads, waiting_for
 from ros_helpers import STARTUP_TIMEOUT_S, ros_env
 
 pytestmark = pytest.mark.ros
@@ -63,6 +65,20 @@ def test_node_threads_leave_one_cpu_unless_set() -> None:
     assert node_threads({"OMP_NUM_THREADS": "4"}, cpus=2)["OMP_NUM_THREADS"] == "4"
 
 
+def test_scale_report_splits_the_error_into_scale_and_shape_since_the_start(tmp_path: Path) -> None:
+    # (receipt, median gt / predicted, AbsRel after that per-frame scale); the first entry is before the start
+    monitor = SimpleNamespace(scale_split=deque([(0.5, 9.0, 0.9), (1.0, 1.7, 0.2), (2.0, 1.8, 0.22),
+                                                 (3.0, 1.6, 0.18)]))
+    line = DemoMonitor.scale_report(monitor, 1.0)
+    assert "median ground truth / predicted 1.70" in line and "AbsRel 0.200 once each frame's scale" in line
+    assert "bundled demo model" not in line
+    assert "bundled demo model gets the shape" in DemoMonitor.scale_report(monitor, 1.0, bundled_model=True)
+    assert DemoMonitor.scale_report(monitor, 5.0) == ""
+    from moge2_ros.assets import demo_model_path
+
+    assert _is_bundled(str(demo_model_path())) and not _is_bundled(str(tmp_path / "model.pt"))
+
+
 @pytest.mark.slow
 def test_demo_waits_then_measures_from_the_first_depth_image(tmp_path: Path, tiny_model_path: Path) -> None:
     """A short real run (small frames, the tiny model): "waiting for" lines, then "data flowing", then at least
@@ -81,3 +97,4 @@ def test_demo_waits_then_measures_from_the_first_depth_image(tmp_path: Path, tin
     assert order[:5] == ["waiting for", "data flowing", "t=", "summary", "moge2_node:"], out
     assert re.search(r"summary over \d+ s: camera +\d+\.\d Hz \| depth +\d+\.\d Hz", out), out
     assert re.search(r"moge2_node: \d+ frames received, [1-9]\d* processed", out), out
+    assert re.search(r"depth scale: median ground truth / predicted \d+\.\d\d .*AbsRel \d\.\d{3} once", out), out
