@@ -105,7 +105,9 @@ class DemoMonitor(Monitor):
         """Each camera's frames received / processed / dropped and latency p50 from the node's per-camera
         /diagnostics statuses (a node with several cameras), or ''."""
         return "; ".join(f"{name}: {v.get('received', '?')} received, {v.get('processed', '?')} processed, "
-                         f"{v.get('dropped', '?')} dropped, latency p50 {v.get('latency_p50_ms', '?')} ms"
+                         f"{v.get('dropped', '?')} dropped, "
+                         + (f"{v['unwatched']} with no subscriber, " if v.get("unwatched", "0") != "0" else "")
+                         + f"latency p50 {v.get('latency_p50_ms', '?')} ms"
                          for name, v in sorted(self.camera_status.items()))
 
     def _on_gt(self, msg: Image) -> None:

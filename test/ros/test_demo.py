@@ -79,6 +79,14 @@ def test_scale_report_splits_the_error_into_scale_and_shape_since_the_start(tmp_
     assert _is_bundled(str(demo_model_path())) and not _is_bundled(str(tmp_path / "model.pt"))
 
 
+def test_camera_counts_add_up_per_camera() -> None:
+    status = {"left": {"received": "36", "processed": "29", "dropped": "2", "unwatched": "5", "latency_p50_ms": "91.9"},
+              "right": {"received": "35", "processed": "34", "dropped": "1", "unwatched": "0", "latency_p50_ms": "93.7"}}
+    line = DemoMonitor.camera_counts(SimpleNamespace(camera_status=status))
+    assert line == ("left: 36 received, 29 processed, 2 dropped, 5 with no subscriber, latency p50 91.9 ms; "
+                    "right: 35 received, 34 processed, 1 dropped, latency p50 93.7 ms")
+
+
 @pytest.mark.slow
 def test_demo_waits_then_measures_from_the_first_depth_image(tmp_path: Path, tiny_model_path: Path) -> None:
     """A short real run (small frames, the tiny model): "waiting for" lines, then "data flowing", then at least
