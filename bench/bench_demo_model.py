@@ -303,7 +303,7 @@ def scale_probe(model: str | None, count: int, seed: int, size: str, layout: str
     print("Target: log of each frame's median ground-truth depth; errors are root mean square, 5-fold CV\n")
     print("| predictor of log median depth | RMS error | correlation with the truth |")
     print("| --- | ---: | ---: |")
-    print(f"| the mean of the rooms (no information) | {y.std():.3f} | — |")
+    print(f"| the mean of the rooms (no information; the same CV) | {_ridge_cv_rms(np.zeros((len(y), 1)), y):.3f} | — |")
     bias = float(np.mean(own - y))
     print(f"| the model's own depth, mean bias ({bias:+.3f}) removed | {np.sqrt(np.mean((own - bias - y) ** 2)):.3f} | "
           f"{np.corrcoef(own, y)[0, 1]:+.2f} |")

@@ -31,7 +31,7 @@ def test_scale_probe_prints_its_table(tiny_model_path: Path) -> None:
                           "--count", "20", "--size", "96x72"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("| ")}
-    for name in ("the mean of the rooms (no information)", "ridge on the class token (the scale head's input), 96 values",
+    for name in ("the mean of the rooms (no information; the same CV)", "ridge on the class token (the scale head's input), 96 values",
                  "ridge on the mean patch feature, 96 values"):
         assert name in rows, out.stdout
         assert float(rows[name].split("|")[2]) > 0, rows[name]
